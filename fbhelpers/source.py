@@ -1,0 +1,53 @@
+"""A *source*: one labelled image collection (a dataset or a synthetic twin's part) in the canonical layout.
+
+DESIGN.md data flow: every loader and every synthetic generator produces a canonical table (one row per image,
+``split``, ``source`` and one column per label, NaN / ``<NA>`` = missing) plus uint8 images; everything
+downstream (batching, training, evaluation) works on ``Source`` objects and never on dataset-specific files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class Source:
+    """``table`` row ``i`` (positional) describes ``images[i]``; images are uint8 ``(N, H, W, C)``."""
+
+    name: str
+    table: pd.DataFrame
+    images: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.table = self.table.reset_index(drop=True)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"source {self.name!r}: images must be uint8 of shape (N, H, W, C), "
+                f"got {self.images.dtype} {self.images.shape}"
+            )
+        if len(self.images) != len(self.table):
+            raise ValueError(
+                f"source {self.name!r}: {len(self.table)} table rows but {len(self.images)} images"
+            )
+        if "split" in self.table:
+            bad = sorted(set(self.table["split"].dropna()) - set(SPLITS))
+            if bad:
+                raise ValueError(f"source {self.name!r}: unknown split values {bad}; expected {SPLITS}")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def subset(self, split: str) -> "Source":
+        """The rows of one split (``train``, ``val`` or ``test``) as a new ``Source``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        keep = (self.table["split"] == split).to_numpy()
+        return Source(self.name, self.table[keep], self.images[keep])
+
+    def rows(self, index: np.ndarray) -> "Source":
+        """The rows at positional ``index`` as a new ``Source`` (used for subsampling)."""
+        return Source(self.name, self.table.iloc[index], self.images[index])
