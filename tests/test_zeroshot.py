@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from fbhelpers.zeroshot import few_shot_predict, few_shot_split, zero_shot_predict, zero_shot_scores
+
+PROFILES = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+
+
+def test_mean_and_geometric_scores_by_hand():
+    p = np.array([[0.9, 0.5, 0.1]])
+    mean = zero_shot_scores(p, PROFILES, "mean")
+    assert mean[0] == pytest.approx([(0.9 + 0.5) / 2, (0.9 + 0.1) / 2])
+    geo = zero_shot_scores(p, PROFILES, "geometric")
+    assert geo[0] == pytest.approx([np.sqrt(0.9 * 0.5), np.sqrt(0.9 * 0.1)])
+
+
+def test_loglik_rewards_absent_attributes():
+    # a subset profile (AU4, AU10) against a superset (AU4, AU10, AU17): only the absent AU17 separates them
+    profiles = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    p = np.array([[0.9, 0.9, 0.05], [0.9, 0.9, 0.95]])
+    assert zero_shot_predict(p, profiles, "loglik").tolist() == [0, 1]
+    # the weighted mean barely separates the second sample: 0.917 vs 0.900
+    assert zero_shot_scores(p, profiles, "mean")[1] == pytest.approx([0.9, 2.75 / 3])
+
+
+def test_zero_shot_errors():
+    with pytest.raises(ValueError, match="share K"):
+        zero_shot_scores(np.zeros((2, 4)), PROFILES)
+    with pytest.raises(ValueError, match="scoring"):
+        zero_shot_scores(np.zeros((2, 3)), PROFILES, "median")
+    with pytest.raises(ValueError, match="empty rows: \\[1\\]"):
+        zero_shot_scores(np.zeros((2, 3)), np.array([[1.0, 0, 0], [0, 0, 0]]))
+
+
+def test_few_shot_split_sizes_and_disjoint():
+    labels = np.repeat([0, 1, 2], 10)
+    support, query = few_shot_split(labels, k=3, seed=1)
+    assert np.bincount(labels[support]).tolist() == [3, 3, 3]
+    assert len(np.intersect1d(support, query)) == 0 and len(support) + len(query) == 30
+    with pytest.raises(ValueError, match="class 0 has 10 samples"):
+        few_shot_split(labels, k=10)
+
+
+@pytest.mark.parametrize("method", ["prototype", "logistic"])
+def test_few_shot_separates_clusters(method):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 3
+    y = np.repeat(np.arange(4), 30)
+    x = centres[y] + rng.normal(size=(120, 16))
+    support, query = few_shot_split(y, k=5, seed=0)
+    pred = few_shot_predict(x[support], y[support], x[query], method=method)
+    assert (pred == y[query]).mean() > 0.95
