@@ -1,0 +1,229 @@
+"""Command line: ``python -m fbhelpers run|demo|check-data|bench|refresh-references`` (DESIGN.md §Modules).
+
+    python -m fbhelpers run --profile demo [--only 02,05] [--out runs/NAME] [-p KEY VALUE ...]
+    python -m fbhelpers demo [--profile demo]            # run + where the summary is + a short table
+    python -m fbhelpers check-data [--data-root PATH] [--manifest data_manifest.yaml] [--strict]
+    python -m fbhelpers bench [--benchmarks-dir benchmarks]
+    python -m fbhelpers refresh-references [--profile smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from . import profiles, runner
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value as a YAML scalar ("50" -> 50, "0.1" -> 0.1, "true" -> True, "null" -> None, "[1, 2]" ->
+    list), plus "1e-3" -> 0.001 (YAML 1.1 reads that as a string); anything else stays a string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
+    parser.add_argument("--profile", default=default_profile, choices=sorted(profiles.PROFILES))
+    parser.add_argument("--only", default=None, help="comma-separated notebook prefixes, e.g. 02,05")
+    parser.add_argument("--out", default=None, help="output directory (default runs/<profile>)")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="notebook parameter or profile setting (values parsed as YAML), e.g. -p steps 50")
+    parser.add_argument("--notebooks-dir", default="notebooks")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+
+
+def _run(args: argparse.Namespace) -> runner.SuiteResult:
+    only = [p for p in args.only.split(",") if p.strip()] if args.only else None
+    params = {key: parse_value(value) for key, value in args.param}
+    return runner.run_suite(profile=args.profile, only=only, out=args.out, params=params,
+                            notebooks_dir=args.notebooks_dir, progress=not args.no_progress)
+
+
+def _short_table(result: runner.SuiteResult, n_metrics: int = 3) -> str:
+    """notebook | status | seconds | first few recorded numbers, as aligned plain text."""
+    rows = [("notebook", "status", "time", "metrics (first recorded)")]
+    for nb in result.notebooks:
+        flat = runner.flatten_metrics(nb.metrics)
+        shown = ", ".join(f"{k}={runner.format_value(v)}" for k, v in list(flat.items())[:n_metrics])
+        more = f" (+{len(flat) - n_metrics})" if len(flat) > n_metrics else ""
+        rows.append((nb.name, "ok" if nb.ok else "FAILED", f"{nb.seconds:.1f}s", shown + more))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    result = _run(args)
+    print(f"summary: {result.summary_md}")
+    return result.exit_code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    result = _run(args)
+    print()
+    print(_short_table(result))
+    print(f"\nsummary: {result.summary_md}")
+    return result.exit_code
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(path: Path) -> list[dict[str, Any]]:
+    """The ``datasets`` of ``data_manifest.yaml``, each checked for ``name``, ``root`` and ``files``; a file is a
+    relative path or ``{path, sha256}``; a dataset may also give ``sha256: {relative path: hex}``."""
+    if not path.exists():
+        raise FileNotFoundError(f"manifest {path} not found (pass --manifest)")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'datasets:' list")
+    datasets = []
+    for i, entry in enumerate(data["datasets"]):
+        missing = [k for k in ("name", "root", "files") if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            label = entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+            raise ValueError(f"{path}: dataset {label} (entry {i}) lacks {missing}")
+        checksums = dict(entry.get("sha256") or {})
+        files = []
+        for item in entry["files"] or []:
+            if isinstance(item, dict):
+                if "path" not in item:
+                    raise ValueError(f"{path}: dataset {entry['name']}: file entry {item!r} lacks 'path'")
+                files.append((str(item["path"]), item.get("sha256") or checksums.get(str(item["path"]))))
+            else:
+                files.append((str(item), checksums.get(str(item))))
+        datasets.append({"name": str(entry["name"]), "root": str(entry["root"]), "files": files})
+    return datasets
+
+
+def check_data(manifest: Path, root: Path | None) -> list[tuple[str, str, list[str]]]:
+    """Per dataset ``(name, status, details)``: status "found", "missing" (details = the paths looked for that
+    are absent) or "mismatch" (sha256 differs; details = those files)."""
+    report = []
+    for ds in load_manifest(manifest):
+        if root is None:
+            report.append((ds["name"], "missing", [f"<no data root>/{ds['root']}"]))
+            continue
+        base = root / ds["root"]
+        absent = [str(base / rel) for rel, _ in ds["files"] if not (base / rel).is_file()]
+        if not ds["files"] and not base.is_dir():
+            absent = [str(base)]
+        if absent:
+            report.append((ds["name"], "missing", absent))
+            continue
+        bad = [str(base / rel) for rel, sha in ds["files"] if sha and _sha256(base / rel) != str(sha).lower()]
+        report.append((ds["name"], "mismatch" if bad else "found", bad or [str(base)]))
+    return report
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    manifest = runner.find_repo_path(args.manifest)
+    try:
+        root = profiles.data_root(args.data_root)
+        print(f"data root: {root}")
+    except (ValueError, FileNotFoundError) as err:
+        root = None
+        print(f"data root: {err}")
+    report = check_data(manifest, root)
+    width = max((len(name) for name, _, _ in report), default=0)
+    for name, status, details in report:
+        if status == "found":
+            print(f"{name.ljust(width)}  found     {details[0]}")
+        else:
+            label = "missing" if status == "missing" else "sha256 mismatch"
+            print(f"{name.ljust(width)}  {label} ({len(details)} path(s) looked for):")
+            for detail in details:
+                print(f"{'':{width}}    {detail}")
+    n_found = sum(status == "found" for _, status, _ in report)
+    print(f"{n_found}/{len(report)} datasets found")
+    return 1 if args.strict and n_found < len(report) else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    directory = runner.find_repo_path(args.benchmarks_dir)
+    scripts = sorted(directory.glob("*.py")) if directory.is_dir() else []
+    if not scripts:
+        print(f"no benchmark scripts (*.py) in {directory}")
+        return 0
+    failed = []
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        if subprocess.run([sys.executable, str(script)], cwd=directory.parent).returncode != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_refresh_references(args: argparse.Namespace) -> int:
+    path = Path(args.references or runner.find_repo_path(Path("tests") / "references") / f"{args.profile}.json")
+    old = runner.load_references(path)
+    result = _run(args)
+    fresh = {nb.name: nb.metrics for nb in result.notebooks if nb.ok}
+    suite = None if args.only else [nb.name for nb in result.notebooks]
+    new, changes = runner.update_references(old, fresh, notebooks=suite)
+    runner.write_references(path, new)
+    print("\n".join(changes) if changes else "no changes")
+    print(f"wrote {path}")
+    if not result.ok:
+        print("references of failed notebooks were kept:\n" + result.failure_report(), file=sys.stderr)
+    return result.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    usage_lines = "\n".join(line for line in __doc__.splitlines() if line.startswith("    python -m"))
+    parser = argparse.ArgumentParser(
+        prog="python -m fbhelpers", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the fbhelpers notebook suite, check the real datasets, run the benchmarks.",
+        epilog="examples:\n" + usage_lines)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks, write runs/NAME/")
+    _add_run_options(run, "demo")
+    run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="run, then print where the summary is and a short table")
+    _add_run_options(demo, "demo")
+    demo.set_defaults(func=cmd_demo)
+    check = sub.add_parser("check-data", help="which datasets of data_manifest.yaml are under the data root")
+    check.add_argument("--data-root", default=None, help="default: $FB_DATA_ROOT")
+    check.add_argument("--manifest", default="data_manifest.yaml")
+    check.add_argument("--strict", action="store_true", help="exit 1 unless every dataset is found")
+    check.set_defaults(func=cmd_check_data)
+    bench = sub.add_parser("bench", help="run benchmarks/*.py and print their output")
+    bench.add_argument("--benchmarks-dir", default="benchmarks")
+    bench.set_defaults(func=cmd_bench)
+    refresh = sub.add_parser("refresh-references", help="run the suite and rewrite tests/references/<profile>.json")
+    _add_run_options(refresh, "smoke")
+    refresh.add_argument("--references", default=None, help="default tests/references/<profile>.json")
+    refresh.set_defaults(func=cmd_refresh_references)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (non-zero when a notebook fails or the input is wrong)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Run profiles: one flat dict of settings per notebook per profile, and the notebooks' set-up cell.
+
+DESIGN.md §Profiles: every notebook reads one parameter ``PROFILE``:
+
+- ``smoke``: CI; synthetic data, tiny sizes; a whole notebook well under a minute on 2 CPU cores.
+- ``demo``: the default main job; synthetic twins sized to show the method's effects on a CPU in minutes.
+- ``paper``: real datasets from the data root, paper-like sizes and backbones (P1 §5, P2 §5), GPU.
+
+Settings (the same keys for every notebook, so one ``-p KEY VALUE`` applies across the suite):
+
+- ``data``: "synthetic" (a twin from ``fbhelpers.synthetic``) or "real" (loaders under the data root).
+- ``image_size``: side in pixels of the (square) images fed to the network.
+- ``n_scale``: multiplier on sample counts: synthetic -> the twin's default sizes, real -> fraction of each
+  dataset used (1.0 = all).
+- ``steps``: optimisation steps per trained model. ``eval_every``: steps between evaluations (0 = at the end only).
+- ``quota``: images per source in each multi-source batch (batch size = quota x number of sources).
+- ``n_seeds``: repetitions per configuration (seeds ``SEED, SEED+1, ...``; METHOD.md §7: keep every result over
+  several seeds). ``backbone``: a name of ``fbhelpers.models.BACKBONES``.
+- ``device``: preferred device when the notebook's ``DEVICE`` parameter is "auto": "cpu", "cuda" or "auto".
+
+Values are first guesses **[choice]**; each notebook's author tunes its own rows.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import runner
+
+NOTEBOOKS: dict[str, str] = {
+    "00": "00_quickstart",
+    "01": "01_relatedness_study",
+    "02": "02_affect_case_study",
+    "03": "03_identity_attributes",
+    "04": "04_beyond_faces",
+    "05": "05_zero_few_shot",
+}
+ENV_DATA_ROOT = "FB_DATA_ROOT"
+
+_BASE: dict[str, dict[str, Any]] = {
+    "smoke": dict(data="synthetic", image_size=24, n_scale=0.1, steps=30, eval_every=0, quota=8, n_seeds=1,
+                  backbone="cnn4", device="cpu"),
+    "demo": dict(data="synthetic", image_size=48, n_scale=1.0, steps=400, eval_every=100, quota=32, n_seeds=2,
+                 backbone="cnn4", device="auto"),
+    "paper": dict(data="real", image_size=112, n_scale=1.0, steps=20000, eval_every=1000, quota=64, n_seeds=1,
+                  backbone="vgg16", device="auto"),
+}
+_PER_NOTEBOOK: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {"05": dict(steps=40)},
+    "demo": {"00": dict(steps=300, n_seeds=1), "01": dict(n_seeds=1), "02": dict(n_seeds=3)},
+    "paper": {
+        "03": dict(backbone="resnet50"),
+        "04": dict(backbone="resnet50", image_size=224),
+    },
+}
+
+#: profile -> notebook stem -> settings (flat dicts).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    profile: {stem: {**base, **_PER_NOTEBOOK[profile].get(key, {})} for key, stem in NOTEBOOKS.items()}
+    for profile, base in _BASE.items()
+}
+
+
+def notebook_key(notebook: str) -> str:
+    """The stem of ``notebook`` given as "02", "02_affect_case_study", a file name or a path (KeyError if unknown)."""
+    name = Path(str(notebook)).stem
+    for key, stem in NOTEBOOKS.items():
+        if name in (key, stem):
+            return stem
+    raise KeyError(f"unknown notebook {notebook!r}; valid: {sorted(NOTEBOOKS)} or {sorted(NOTEBOOKS.values())}")
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = isinstance(value, type(default))
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"setting {key!r}: expected {type(default).__name__} like {default!r}, got {value!r}")
+    return value
+
+
+def resolve(notebook: str, profile: str, **overrides: Any) -> dict[str, Any]:
+    """Settings of ``notebook`` ("02" or its stem) under ``profile``, with ``overrides`` of single keys.
+
+    KeyError naming an unknown profile / notebook / key and the valid ones; ValueError for a value of the wrong
+    type. DESIGN.md §Profiles ("other parameters override single values").
+    """
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; valid: {sorted(PROFILES)}")
+    settings = dict(PROFILES[profile][notebook_key(notebook)])
+    for key, value in overrides.items():
+        if key not in settings:
+            raise KeyError(f"unknown setting {key!r} for notebook {notebook!r}; valid: {sorted(settings)}")
+        settings[key] = _check_type(key, value, settings[key])
+    return settings
+
+
+def resolve_device(device: str | None, preferred: str = "auto") -> str:
+    """A concrete torch device string: ``device`` unless None/"auto", then ``preferred``; "auto" -> "cuda" when
+    available, else "cpu" **[choice: MPS only when asked for by name]**. ValueError for a malformed name,
+    RuntimeError if CUDA is asked for and absent."""
+    import torch
+
+    choice = preferred if device in (None, "", "auto") else str(device)
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(choice)
+    except RuntimeError as err:
+        raise ValueError(f"DEVICE {choice!r} is not a torch device: {err}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE {choice!r} asked for, but torch sees no CUDA device; use DEVICE='auto' or 'cpu'")
+    return choice
+
+
+def data_root(DATA_ROOT: str | os.PathLike | None = None) -> Path:
+    """The real-data root: the notebook's ``DATA_ROOT`` parameter, else env ``FB_DATA_ROOT``.
+
+    ValueError when neither is set, FileNotFoundError (naming the path and where it came from) when it is not a
+    directory. Layouts under it: ``data_manifest.yaml`` (``python -m fbhelpers check-data``).
+    """
+    origin = "DATA_ROOT"
+    if DATA_ROOT in (None, ""):
+        DATA_ROOT, origin = os.environ.get(ENV_DATA_ROOT), f"${ENV_DATA_ROOT}"
+    if not DATA_ROOT:
+        raise ValueError(f"no data root: set the DATA_ROOT parameter or the {ENV_DATA_ROOT} environment variable")
+    root = Path(DATA_ROOT).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} (from {origin}) is not a directory")
+    return root
+
+
+def setup(
+    PROFILE: str = "demo",
+    SEED: int = 0,
+    DEVICE: str | None = "auto",
+    OUTPUT_DIR: str | os.PathLike | None = None,
+    *,
+    notebook: str,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The cell after the parameters cell: resolve ``notebook``'s settings for ``PROFILE`` (+ ``overrides``),
+    seed random/numpy/torch with ``SEED``, point ``record()`` at ``OUTPUT_DIR`` and resolve ``DEVICE``.
+
+    Returns the settings plus ``profile``, ``notebook``, ``seed``, ``seeds`` (``[SEED, ..., SEED+n_seeds-1]``),
+    ``device`` (concrete) and ``output_dir``; also written to ``<output_dir>/config.json``. DESIGN.md §Profiles.
+    """
+    settings = resolve(notebook, PROFILE, **overrides)
+    out = runner.configure(OUTPUT_DIR, seed=int(SEED))
+    device = resolve_device(DEVICE, settings["device"])
+    if PROFILE == "paper" and device == "cpu":
+        warnings.warn("profile 'paper' on a CPU: expect hours; pass DEVICE='cuda' on a GPU machine", stacklevel=2)
+    config = {
+        **settings,
+        "profile": PROFILE,
+        "notebook": notebook_key(notebook),
+        "seed": int(SEED),
+        "seeds": [int(SEED) + i for i in range(settings["n_seeds"])],
+        "device": device,
+        "output_dir": str(out),
+    }
+    runner.write_json_atomic(out / "config.json", config)
+    return config

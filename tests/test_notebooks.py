@@ -1,0 +1,77 @@
+"""Notebook regression tests (REFERENCE.md §3.2): run the whole suite once in the ``smoke`` profile, then per
+notebook: it executed without error, and its recorded numbers match ``tests/references/smoke.json`` within each
+metric's tolerances (``{"value", "rel", "abs"}``, defaults rel 0.1 / abs 0.05).
+
+After an intended change of results: ``python -m fbhelpers refresh-references`` (prints old -> new per metric).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fbhelpers import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob(runner.NOTEBOOK_GLOB))
+REFERENCES = ROOT / "tests" / "references" / "smoke.json"
+REFRESH = "run `python -m fbhelpers refresh-references` (then review the printed diff)"
+
+
+def _params():
+    if not NOTEBOOKS:
+        return [pytest.param(None, marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"))]
+    return [pytest.param(p.stem, id=p.stem) for p in NOTEBOOKS]
+
+
+def _numeric(value) -> bool:
+    """A number or a flat list of numbers (what pytest.approx compares)."""
+    if isinstance(value, list):
+        return bool(value) and all(_numeric(v) and not isinstance(v, list) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    result = runner.run_suite("smoke", out=tmp_path_factory.mktemp("smoke"), notebooks_dir=ROOT / "notebooks",
+                              progress=False)
+    return {nb.name: nb for nb in result.notebooks}
+
+
+@pytest.fixture(scope="module")
+def references():
+    if not REFERENCES.exists():
+        pytest.fail(f"{REFERENCES.relative_to(ROOT)} does not exist: {REFRESH}")
+    return runner.load_references(REFERENCES)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_notebook_executes(smoke, name):
+    nb = smoke[name]
+    assert nb.error is None, f"{name} failed {nb.error}; executed copy: {nb.executed}"
+
+
+@pytest.mark.parametrize("name", _params())
+def test_notebook_metrics_match_references(smoke, references, name):
+    recorded = runner.flatten_metrics(smoke[name].metrics)
+    refs = references.get(name, {})
+    problems = [f"{m}: in {REFERENCES.name} but not recorded" for m in sorted(refs.keys() - recorded.keys())]
+    problems += [f"{m}: recorded ({recorded[m]!r}) but missing from {REFERENCES.name}; {REFRESH}"
+                 for m in sorted(recorded.keys() - refs.keys())]
+    for metric in sorted(refs.keys() & recorded.keys()):
+        expected, rel, abs_ = runner.reference_entry(refs[metric])
+        value = recorded[metric]
+        if _numeric(expected) and _numeric(value):
+            ok = value == pytest.approx(expected, rel=rel, abs=abs_)
+        else:  # strings, null (NaN), nested lists: pytest.approx does not take them
+            ok = runner.values_match(value, expected, rel, abs_)
+        if not ok:
+            problems.append(f"{metric}: recorded {value!r}, reference {expected!r} (rel={rel}, abs={abs_}); "
+                            f"if intended, {REFRESH}")
+    assert not problems, f"{name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks in notebooks/ yet")
+def test_references_name_existing_notebooks(references):
+    stale = sorted(set(references) - {p.stem for p in NOTEBOOKS})
+    assert not stale, f"{REFERENCES.name} has entries for notebooks that do not exist: {stale}; {REFRESH}"
