@@ -445,12 +445,13 @@ def notebook_parameters(notebook: Path, params: Mapping[str, Any] | None) -> dic
 
 @contextlib.contextmanager
 def _kernel_environment(notebook_output: Path) -> Iterator[None]:
-    """Environment inherited by the kernel papermill starts: headless, quiet progress bars, OUTPUT_DIR as the
+    """Environment inherited by the kernel papermill starts: headless (``FB_HEADLESS``), quiet progress bars, OUTPUT_DIR as the
     record() fallback and, from a source checkout, the same fbhelpers as this process (checkout first on
     PYTHONPATH: an editable install made before ``fbhelpers/__init__.py`` existed resolves to a namespace)."""
     saved = dict(os.environ)
     os.environ[ENV_OUTPUT_DIR] = str(notebook_output)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("FB_HEADLESS", "1")  # widgets fall back to static figures in executed notebooks
     # ipykernel's inline backend renders PNGs without a display; Agg would drop figures from executed notebooks.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     if (REPO_ROOT / "pyproject.toml").is_file():
