@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from . import profiles, runner
+from . import manifest, profiles, runner
 
 
 def parse_value(text: str) -> Any:
@@ -78,70 +77,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(path: Path) -> list[dict[str, Any]]:
-    """The ``datasets`` of ``data_manifest.yaml``, each checked for ``name``, ``root`` and ``files``; a file is a
-    relative path or ``{path, sha256}``; a dataset may also give ``sha256: {relative path: hex}``."""
-    if not path.exists():
-        raise FileNotFoundError(f"manifest {path} not found (pass --manifest)")
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
-        raise ValueError(f"{path}: expected a mapping with a 'datasets:' list")
-    datasets = []
-    for i, entry in enumerate(data["datasets"]):
-        missing = [k for k in ("name", "root", "files") if not isinstance(entry, dict) or k not in entry]
-        if missing:
-            label = entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
-            raise ValueError(f"{path}: dataset {label} (entry {i}) lacks {missing}")
-        checksums = dict(entry.get("sha256") or {})
-        files = []
-        for item in entry["files"] or []:
-            if isinstance(item, dict):
-                if "path" not in item:
-                    raise ValueError(f"{path}: dataset {entry['name']}: file entry {item!r} lacks 'path'")
-                files.append((str(item["path"]), item.get("sha256") or checksums.get(str(item["path"]))))
-            else:
-                files.append((str(item), checksums.get(str(item))))
-        datasets.append({"name": str(entry["name"]), "root": str(entry["root"]), "files": files})
-    return datasets
-
-
-def check_data(manifest: Path, root: Path | None) -> list[tuple[str, str, list[str]]]:
-    """Per dataset ``(name, status, details)``: status "found", "missing" (details = the paths looked for that
-    are absent) or "mismatch" (sha256 differs; details = those files)."""
-    report = []
-    for ds in load_manifest(manifest):
-        if root is None:
-            report.append((ds["name"], "missing", [f"<no data root>/{ds['root']}"]))
-            continue
-        base = root / ds["root"]
-        absent = [str(base / rel) for rel, _ in ds["files"] if not (base / rel).is_file()]
-        if not ds["files"] and not base.is_dir():
-            absent = [str(base)]
-        if absent:
-            report.append((ds["name"], "missing", absent))
-            continue
-        bad = [str(base / rel) for rel, sha in ds["files"] if sha and _sha256(base / rel) != str(sha).lower()]
-        report.append((ds["name"], "mismatch" if bad else "found", bad or [str(base)]))
-    return report
-
-
 def cmd_check_data(args: argparse.Namespace) -> int:
-    manifest = runner.find_repo_path(args.manifest)
+    manifest_path = runner.find_repo_path(args.manifest)
     try:
         root = profiles.data_root(args.data_root)
         print(f"data root: {root}")
     except (ValueError, FileNotFoundError) as err:
         root = None
         print(f"data root: {err}")
-    report = check_data(manifest, root)
+    report = manifest.check_data(manifest_path, root)
     width = max((len(name) for name, _, _ in report), default=0)
     for name, status, details in report:
         if status == "found":

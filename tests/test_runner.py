@@ -276,3 +276,24 @@ def test_bench_runs_scripts(tmp_path, capfd):
 
 def test_to_jsonable_numpy_bool_and_nested_nan():
     assert runner.to_jsonable({"a": [np.float32("nan"), np.bool_(True)]}) == {"a": [None, True]}
+
+
+def test_require_names_dataset_paths_and_command(tmp_path, monkeypatch):
+    from fbhelpers.manifest import require
+
+    monkeypatch.delenv("FB_DATA_ROOT", raising=False)
+    root = tmp_path / "data"
+    (root / "A").mkdir(parents=True)
+    (root / "A" / "labels.csv").write_text("x\n")
+    manifest = tmp_path / "data_manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"datasets": [
+        {"name": "alpha", "root": "A", "files": ["labels.csv"]},
+        {"name": "beta", "root": "B", "files": ["ann.txt"]},
+    ]}))
+    assert require("alpha", str(root), manifest) == root / "A"
+    with pytest.raises(FileNotFoundError, match=r"'beta' missing .*B/ann.txt.*check-data"):
+        require("beta", str(root), manifest)
+    with pytest.raises(FileNotFoundError, match=r"'alpha' needs a data root.*FB_DATA_ROOT"):
+        require("alpha", None, manifest)
+    with pytest.raises(KeyError, match="known: \\['alpha', 'beta'\\]"):
+        require("gamma", str(root), manifest)
