@@ -1,0 +1,25 @@
+"""Synthetic twins of the three case studies, each with a known ground-truth relatedness (DESIGN.md ``synthetic``).
+
+- :mod:`.faces`: SynthFaces, procedurally rendered faces whose expression shows only through 17 AUs (case study
+  i; METHOD.md §7), and the compound-expression test set of the zero-shot study (METHOD.md §4);
+- :mod:`.regimes`: :func:`face_study`, the multi-source annotation regimes of P0 / P1 on SynthFaces;
+- :mod:`.objects`: identity + attributes (case study ii) and species + attributes ("beyond faces", P2).
+Every builder returns a :class:`Study`.
+"""
+from .faces import (
+    AU_EFFECTS, AU_REGIONS, CIRCUMPLEX, VA_AU_WEIGHTS, FaceConfig, au_probabilities, bayes_ceiling, check_table,
+    compound_test_set, make_faces, region_mask, render_faces, sample_labels, sample_nuisance,
+)
+from .objects import (
+    HAIR_COLOURS, IDENTITY_ATTRIBUTES, SPECIES_ATTRIBUTES, SPECIES_GROUPS, identity_study, species_study,
+)
+from .regimes import AFFECTNET_COUNTS, AU_SETS, PRESETS, REGIMES, SourceSpec, face_study, source_specs
+from .study import Study
+
+__all__ = [
+    "AFFECTNET_COUNTS", "AU_EFFECTS", "AU_REGIONS", "AU_SETS", "CIRCUMPLEX", "HAIR_COLOURS", "IDENTITY_ATTRIBUTES",
+    "PRESETS", "REGIMES", "SPECIES_ATTRIBUTES", "SPECIES_GROUPS", "VA_AU_WEIGHTS", "FaceConfig", "SourceSpec",
+    "Study", "au_probabilities", "bayes_ceiling", "check_table", "compound_test_set", "face_study",
+    "identity_study", "make_faces", "region_mask", "render_faces", "sample_labels", "sample_nuisance",
+    "source_specs", "species_study",
+]
