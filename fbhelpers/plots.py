@@ -547,3 +547,133 @@ def zero_shot_bars(df: pd.DataFrame, chance: float | Mapping[str, float] | None 
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="method")
     return _finish(fig, own)
+
+
+def _sample_caption(row: pd.Series, tasks: Sequence) -> str:
+    """One line per task: class name, active labels (``AU`` prefixes dropped) or ``v +0.31 a -0.12``."""
+    lines = []
+    for task in tasks:
+        if task.kind == "multiclass":
+            code = row[task.name]
+            lines.append("–" if pd.isna(code) else _short(task.labels[int(code)]))
+        elif task.kind == "multilabel":
+            values = row[list(task.labels)]
+            if values.isna().all():
+                lines.append(f"{task.name}: –")
+                continue
+            on = [lab[2:] if lab.startswith("AU") else lab[:6] for lab in task.labels if values[lab] > 0.5]
+            prefix = "AU " if all(lab.startswith("AU") for lab in task.labels) else ""
+            shown = "+".join(on[:6]) + ("+…" if len(on) > 6 else "")
+            lines.append(prefix + (shown or "none"))
+        else:
+            parts = [f"{lab[0]} {row[lab]:+.2f}" for lab in task.labels if not pd.isna(row[lab])]
+            if parts:
+                lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+def gallery(images: np.ndarray, table: pd.DataFrame, tasks: Sequence | None = None, n: int = 16, ncols: int = 8,
+            title: str | None = None) -> Figure:
+    """A grid of the first ``n`` images with their labels under each (the canonical table's columns).
+
+    ``images``: uint8 (N, H, W, C), C = 1 or 3, row i of ``table`` (positional) describes ``images[i]``.
+    ``tasks``: which labels to caption (default: the face tasks whose columns ``table`` has): a class name for
+    multiclass tasks, the active labels for multilabel ones (``AU 1+2+25``; ``–`` = not annotated) and the values
+    of regression ones. Used to inspect the synthetic twins (METHOD.md §7) and real sources alike.
+    """
+    from .tasks import FACE_TASKS
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"images must be (N, H, W, C) with C in (1, 3), got shape {images.shape}")
+    if len(images) != len(table):
+        raise ValueError(f"{len(images)} images but {len(table)} table rows")
+    if n < 1 or ncols < 1:
+        raise ValueError(f"n and ncols must be >= 1, got n={n!r}, ncols={ncols!r}")
+    if tasks is None:
+        tasks = [t for t in FACE_TASKS if all(c in table.columns for c in t.columns)]
+    missing = [c for t in tasks for c in t.columns if c not in table.columns]
+    if missing:
+        raise KeyError(f"table lacks the label columns {missing}")
+    n = min(n, len(images))
+    ncols = min(ncols, max(n, 1))
+    nrows = max(1, math.ceil(n / ncols))
+    rows = table.reset_index(drop=True)
+    fig, axes = subplots(nrows, ncols, figsize=(1.6 * ncols, (1.6 + 0.3 * len(tasks)) * nrows))
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        image = images[k]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+                  vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(_sample_caption(rows.iloc[k], tasks), fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _mark_ticks(labels, highlight: Sequence[str], color: str = "C1") -> None:
+    """Colour (and embolden) the tick labels whose text is in ``highlight``."""
+    for tick in labels:
+        if tick.get_text() in highlight:
+            tick.set_color(color)
+            tick.set_fontweight("bold")
+
+
+def annotation_coverage(coverage: pd.DataFrame, highlight: Sequence[str] | None = None, ax: Axes | None = None,
+                        title: str = "which labels each training source carries",
+                        figsize: tuple[float, float] | None = None) -> Figure:
+    """Heatmap of the fraction of each source's rows annotated per label (``source.annotation_coverage``): the
+    multi-source annotation map of P0 §4 / P1 §4 (each database labels its own tasks and AU subset). Blank cells
+    = never annotated; labels in ``highlight`` (e.g. the AUs no source annotates) get orange bold tick labels."""
+    frame = coverage.astype("float64")
+    if frame.empty:
+        raise ValueError("annotation_coverage needs at least one source and one label")
+    highlight = list(highlight or [])
+    unknown = [h for h in highlight if h not in frame.columns]
+    if unknown:
+        raise KeyError(f"highlight names {unknown} are not among the labels {list(frame.columns)}")
+    own = ax is None
+    fig, ax = _one(ax, figsize or (min(18.0, 3.5 + 0.5 * frame.shape[1]), 1.6 + 0.45 * frame.shape[0]))
+    _heatmap(frame, ax, annot=True, cmap="Greens", vmin=0.0, vmax=1.0, cbar_label="fraction annotated")
+    ax.set_xlabel(frame.columns.name or "label")
+    ax.set_ylabel(frame.index.name or "source")
+    _mark_ticks(ax.get_xticklabels(), highlight)
+    ax.set_title(title + (f"  (orange: {len(highlight)} labels without any training label)" if highlight else ""))
+    return _finish(fig, own)
+
+
+def distribution_match(q, p, labels: Sequence[str], truth=None, highlight: Sequence[str] | None = None,
+                       ax: Axes | None = None, title: str = "distribution matching on one face",
+                       figsize: tuple[float, float] | None = None) -> Figure:
+    """Paired bars per attribute: the target the class head implies, q_j = Σ_c p(c|x) R[c, j], next to the
+    attribute head's own p_j = sigmoid(logit_j), for ONE sample (P0 §3.2 / P1 §3.2 distribution matching,
+    class -> attributes; METHOD.md §3). DM pulls each orange bar towards its blue partner. ``truth``: the
+    sample's true 0/1 labels, drawn as black markers at the active ones; ``highlight``: labels without training
+    labels (orange bold tick labels)."""
+    q = np.asarray(q, dtype=float).ravel()
+    p = np.asarray(p, dtype=float).ravel()
+    if q.shape != p.shape or len(q) != len(labels):
+        raise ValueError(f"q, p and labels must have the same length, got {q.shape}, {p.shape}, {len(labels)}")
+    own = ax is None
+    fig, ax = _one(ax, figsize or (min(16.0, 2.5 + 0.45 * len(labels)), 3.6))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, q, width=0.4, color="C0", label="q = softmax(class) @ R  (target)")
+    ax.bar(x + 0.2, p, width=0.4, color="C1", label="p = sigmoid(attribute head)")
+    if truth is not None:
+        t = np.asarray(truth, dtype=float).ravel()
+        if t.shape != q.shape:
+            raise ValueError(f"truth must have {len(q)} values, got shape {t.shape}")
+        on = np.flatnonzero(t > 0.5)
+        ax.scatter(on, np.full(len(on), 1.04), marker="v", color="black", s=28, label="truly active", zorder=5)
+    ax.set_xticks(x, [str(lab) for lab in labels])
+    _rotate(ax, labels, limit=20)
+    _mark_ticks(ax.get_xticklabels(), list(highlight or []))
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("probability")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
+    return _finish(fig, own)

@@ -8,7 +8,9 @@ METHOD.md §2. Three origins, one object (:class:`Relatedness`):
 - any table of your own (``Relatedness(table, ...)`` or :meth:`Relatedness.from_csv`), e.g. CUB's 200 x 312
   class-attribute percentages divided by 100 (P2, arXiv 2401.01219).
 
-:func:`compare` puts two tables side by side (the relatedness study of P1 §4).
+:func:`compare` puts two tables side by side (the relatedness study of P1 §4); :func:`estimation_curve` and
+:func:`samples_needed` measure how much co-annotated data an estimate needs; :func:`under_label_noise` is the table
+an estimate from noisy annotations converges to.
 
 CSV format (read by :meth:`Relatedness.from_csv`, written by :meth:`Relatedness.to_csv`): leading ``#`` lines
 carry ``# name: ...``, ``# citation: ...`` and free provenance text; the header starts with ``class``, then one
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -534,3 +536,97 @@ def compare(a: Relatedness, b: Relatedness, eps: float = 1e-6) -> Comparison:
         coverage=coverage, classes=classes, attributes=attrs,
         dropped_classes=tuple(c for c in (*a.classes, *b.classes) if c not in classes),
         dropped_attributes=tuple(x for x in (*a.attributes, *b.attributes) if x not in attrs))
+
+
+def under_label_noise(rel: Relatedness, class_noise: float = 0.0, attr_noise: float = 0.0,
+                      class_prior: Sequence[float] | None = None, name: str | None = None) -> Relatedness:
+    """The table that :func:`estimate` converges to when the co-annotated labels are noisy (P1 §4 estimates
+    from Aff-Wild2 annotations, which carry annotation noise; METHOD.md §2).
+
+    Noise model **[choice]** (the one of ``fbhelpers.synthetic.face_study``): the annotated class equals the
+    true class with probability 1 - ``class_noise``, otherwise one of the other C - 1 classes uniformly; every
+    annotated attribute is flipped with probability ``attr_noise``, independently. With true-class prior
+    ``class_prior`` (None = uniform), p(true c | annotated a) ∝ prior_c p(a | c), and the expected table is
+    Q[a, j] = q (1 - attr_noise) + (1 - q) attr_noise with q = Σ_c p(c | a) R[c, j].
+    """
+    for what, value in (("class_noise", class_noise), ("attr_noise", attr_noise)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{what} must be in [0, 1], got {value!r}")
+    n = len(rel.classes)
+    prior_c = np.full(n, 1.0 / n) if class_prior is None else np.asarray(class_prior, dtype=np.float64)
+    if prior_c.shape != (n,) or (prior_c < 0).any() or not prior_c.sum() > 0:
+        raise ValueError(f"class_prior must be {n} non-negative weights (one per class of {rel.name!r}), "
+                         f"got {class_prior!r}")
+    if n == 1 and class_noise > 0:
+        raise ValueError(f"class_noise needs at least 2 classes; {rel.name!r} has one")
+    flip = np.full((n, n), class_noise / max(n - 1, 1))
+    np.fill_diagonal(flip, 1.0 - class_noise)
+    joint = prior_c[:, None] * flip  # [true c, annotated a]
+    posterior = joint / np.maximum(joint.sum(axis=0, keepdims=True), 1e-300)  # p(c | a), columns sum to 1
+    q = posterior.T @ rel.table.to_numpy()
+    q = q * (1.0 - attr_noise) + (1.0 - q) * attr_noise
+    return Relatedness(
+        table=pd.DataFrame(q, index=list(rel.classes), columns=list(rel.attributes)),
+        name=name or f"{rel.name} under label noise", citation=rel.citation,
+        provenance=(f"{rel.name} seen through annotations with class_noise={class_noise}, attr_noise={attr_noise}"
+                    f" (fbhelpers.relatedness.under_label_noise)"))
+
+
+def estimation_curve(truth: Relatedness, data: pd.DataFrame | Callable[[int, int], pd.DataFrame],
+                     sizes: Sequence[int], repeats: int = 10, class_col: str = "expr",
+                     class_labels: Sequence[str] | None = None, smoothing: float = 1.0, ci: float = 0.95,
+                     seed: int = 0) -> pd.DataFrame:
+    """How many co-annotated samples the data-driven relatedness needs (P1 §4; METHOD.md §2): for every size n
+    in ``sizes`` and each of ``repeats`` draws, :func:`estimate` on n co-annotated rows and score it against the
+    known ``truth`` on its classes x attributes.
+
+    ``data``: a pool of co-annotated rows (a DataFrame; n rows drawn without replacement per repeat, so n must
+    not exceed the pool) or a sampler ``data(n, seed) -> DataFrame`` (e.g. a synthetic twin's label sampler,
+    fresh rows per repeat). ``class_col`` holds codes into ``class_labels`` (default ``truth.classes``) or class
+    names; the attribute columns are ``truth.attributes``. ``smoothing`` and ``ci`` go to :func:`estimate`.
+
+    Returns a tidy frame, one row per (n, repeat): ``n``, ``repeat``, ``error`` = mean |R_hat - R_true|,
+    ``max_error``, ``coverage`` = fraction of truth entries inside the credible interval, ``ci_width`` = mean
+    interval width. The draws are a pure function of ``seed``.
+    """
+    sizes = [int(n) for n in sizes]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"sizes must be positive sample counts, got {sizes!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+    pool = data if isinstance(data, pd.DataFrame) else None
+    if pool is None and not callable(data):
+        raise ValueError(f"data must be a DataFrame or a callable (n, seed) -> DataFrame, got {type(data).__name__}")
+    if pool is not None and max(sizes) > len(pool):
+        raise ValueError(f"size {max(sizes)} exceeds the pool of {len(pool)} co-annotated rows")
+    labels = tuple(truth.classes if class_labels is None else class_labels)
+    attrs = list(truth.attributes)
+    true = truth.table.to_numpy()
+    rows = []
+    for i, n in enumerate(sizes):
+        for r in range(repeats):
+            draw_seed = int(np.random.SeedSequence([seed, i, r]).generate_state(1)[0])
+            if pool is not None:
+                pick = np.random.default_rng(draw_seed).choice(len(pool), size=n, replace=False)
+                rows_n = pool.iloc[np.sort(pick)]
+            else:
+                rows_n = data(n, draw_seed)
+            est = estimate(rows_n, class_col, attrs, class_labels=labels, smoothing=smoothing, ci=ci)
+            order = (list(truth.classes), attrs)
+            lo, hi = est.ci_low.loc[order].to_numpy(), est.ci_high.loc[order].to_numpy()
+            err = np.abs(est.table.loc[order].to_numpy() - true)
+            rows.append({"n": n, "repeat": r, "error": float(err.mean()), "max_error": float(err.max()),
+                         "coverage": float(np.mean((true >= lo) & (true <= hi))),
+                         "ci_width": float(np.mean(hi - lo))})
+    return pd.DataFrame(rows)
+
+
+def samples_needed(curve: pd.DataFrame, threshold: float = 0.05, column: str = "error") -> int | None:
+    """Smallest ``n`` of an :func:`estimation_curve` whose mean ``column`` over repeats is below ``threshold``
+    (None if no size reaches it). P1 §4: how much co-annotated data a usable relatedness estimate needs."""
+    missing = [c for c in ("n", column) if c not in curve.columns]
+    if missing:
+        raise KeyError(f"columns {missing} not in the curve; it has {list(curve.columns)}")
+    means = curve.groupby("n")[column].mean().sort_index()
+    below = means[means < threshold]
+    return int(below.index[0]) if len(below) else None

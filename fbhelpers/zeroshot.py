@@ -3,10 +3,14 @@
 Zero-shot: each unseen class (a compound expression) is described by its attribute profile (its AUs, DU Table 1);
 its score is computed from the trained attribute head alone, and the prediction is the argmax.
 Few-shot: K labelled images per unseen class train a small classifier on the frozen shared features.
+:func:`zero_shot_table` and :func:`few_shot_curve` run the evaluation grids of the compound study.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 SCORINGS: tuple[str, ...] = ("mean", "geometric", "loglik")
@@ -86,3 +90,72 @@ def few_shot_predict(support_x: np.ndarray, support_y: np.ndarray, query_x: np.n
         clf.fit((support_x - mean) / std, support_y)
         return clf.predict((query_x - mean) / std)
     raise ValueError(f"method must be 'prototype' or 'logistic', got {method!r}")
+
+
+# RAF-DB compound classes in the dataset's 1-based label order (REFERENCE.md §5.2), as DU Table 1 compound names.
+RAFDB_COMPOUND: tuple[str, ...] = (
+    "happily_surprised", "happily_disgusted", "sadly_fearful", "sadly_angry", "sadly_surprised", "sadly_disgusted",
+    "fearfully_angry", "fearfully_surprised", "angrily_surprised", "angrily_disgusted", "disgustedly_surprised",
+)
+PROBES: tuple[str, ...] = ("prototype", "logistic")
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from .metrics import accuracy, macro_f1, uar
+
+    return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred), "uar": uar(y_true, y_pred)}
+
+
+def zero_shot_table(attr_probs: Mapping[str, np.ndarray] | np.ndarray, labels: np.ndarray, profiles: np.ndarray,
+                    scorings: Sequence[str] = SCORINGS) -> pd.DataFrame:
+    """Zero-shot results for every attribute source x scoring rule (P1 §4.6; METHOD.md §4 "accuracy, macro-F1
+    and UAR against chance").
+
+    ``attr_probs``: ``(N, K)`` attribute probabilities, or name -> such array (e.g. ``{"MT+DM AU head": p,
+    "true AUs (oracle)": y}``) to compare predicted attributes with a ceiling; ``labels``: ``(N,)`` true class
+    codes into the rows of ``profiles`` ``(C, K)``; ``scorings``: rules of :func:`zero_shot_scores` (the
+    **[choice]** ablated). Returns one row per (``method``, ``scoring``) with ``accuracy``, ``macro_f1``,
+    ``uar`` and ``chance`` = 1 / C (accuracy and UAR of a uniform random guess).
+    """
+    sources = dict(attr_probs) if isinstance(attr_probs, Mapping) else {"attributes": attr_probs}
+    labels = np.asarray(labels)
+    profiles = np.asarray(profiles, dtype=float)
+    rows = []
+    for method, probs in sources.items():
+        probs = np.asarray(probs, dtype=float)
+        if len(probs) != len(labels):
+            raise ValueError(f"attr_probs[{method!r}] has {len(probs)} rows but labels has {len(labels)}")
+        for scoring in scorings:
+            pred = zero_shot_predict(probs, profiles, scoring)
+            rows.append({"method": method, "scoring": scoring, **_scores(labels, pred),
+                         "chance": 1.0 / len(profiles)})
+    return pd.DataFrame(rows)
+
+
+def few_shot_curve(features: Mapping[str, np.ndarray], labels: np.ndarray, ks: Sequence[int] = (1, 5, 10),
+                   repeats: int = 5, methods: Sequence[str] = PROBES, seed: int = 0) -> pd.DataFrame:
+    """K-shot accuracy of probes on frozen features, for several feature extractors (METHOD.md §4 few-shot;
+    P1 §4.6): for each K in ``ks`` and each of ``repeats`` support draws (:func:`few_shot_split`, seed
+    ``seed + repeat``, the same draw for every extractor), every probe in ``methods`` (:func:`few_shot_predict`)
+    is fitted on the K support samples per class of each ``features[name]`` ``(N, D)`` and scored on the rest.
+
+    Returns a tidy frame: ``extractor``, ``probe``, ``k``, ``repeat``, ``accuracy``, ``macro_f1``, ``uar``.
+    """
+    labels = np.asarray(labels)
+    bad = {name: np.shape(x) for name, x in features.items() if np.ndim(x) != 2 or len(x) != len(labels)}
+    if bad:
+        raise ValueError(f"features must be (N, D) with N = {len(labels)} labels; got shapes {bad}")
+    unknown = [m for m in methods if m not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probes {unknown}; valid: {list(PROBES)}")
+    rows = []
+    for k in ks:
+        for r in range(repeats):
+            support, query = few_shot_split(labels, int(k), seed=seed + r)
+            for name, x in features.items():
+                x = np.asarray(x, dtype=float)
+                for method in methods:
+                    pred = few_shot_predict(x[support], labels[support], x[query], method, seed=seed + r)
+                    rows.append({"extractor": name, "probe": method, "k": int(k), "repeat": r,
+                                 **_scores(labels[query], pred)})
+    return pd.DataFrame(rows)

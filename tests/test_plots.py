@@ -277,3 +277,26 @@ def test_save_writes_png_and_creates_folders(rel, tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     assert plots.save(plots.relatedness_heatmap(rel), tmp_path / "h.pdf").name == "h.pdf.png"
+
+
+def test_annotation_coverage_heatmap_marks_unlabelled_columns():
+    cov = pd.DataFrame([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], index=["a", "b"], columns=["expr", "AU1", "AU2"])
+    fig = plots.annotation_coverage(cov, highlight=["AU2"])
+    ax = fig.axes[0]
+    assert "1 labels without any training label" in ax.get_title()
+    marked = [t.get_text() for t in ax.get_xticklabels() if t.get_color() == "C1"]
+    assert marked == ["AU2"]
+    with pytest.raises(KeyError, match="AU9"):
+        plots.annotation_coverage(cov, highlight=["AU9"])
+
+
+def test_distribution_match_pairs_bars_and_marks_truth():
+    q, p = np.array([0.9, 0.2, 0.5]), np.array([0.1, 0.3, 0.5])
+    fig = plots.distribution_match(q, p, ["AU1", "AU2", "AU4"], truth=[1, 0, 1], highlight=["AU2"], title="one")
+    ax = fig.axes[0]
+    heights = sorted(round(r.get_height(), 3) for r in ax.patches)
+    assert heights == sorted([0.9, 0.2, 0.5, 0.1, 0.3, 0.5])
+    assert ax.collections[0].get_offsets()[:, 0].tolist() == [0, 2]
+    assert [t.get_text() for t in ax.get_xticklabels() if t.get_color() == "C1"] == ["AU2"]
+    with pytest.raises(ValueError, match="same length"):
+        plots.distribution_match(q, p[:2], ["AU1", "AU2", "AU4"])

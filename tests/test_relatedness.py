@@ -11,7 +11,9 @@ import torch
 from scipy import stats
 
 import fbhelpers
-from fbhelpers.relatedness import PRIORS, Comparison, Relatedness, compare, estimate, prior
+from fbhelpers.relatedness import (
+    PRIORS, Comparison, Relatedness, compare, estimate, estimation_curve, prior, samples_needed, under_label_noise,
+)
 from fbhelpers.tasks import AU, AUS, EXPR, EXPRESSIONS, attribute_task, classification_task
 
 # METHOD.md §2 (DU Table 1): prototypical AUs (weight 1) and observational AUs (fractions); AU11 dropped.
@@ -417,3 +419,75 @@ def test_compare_estimate_with_prior_covers_truth():
     assert compare(strict, truth).coverage <= 0.6
     assert cmp.summary < 0.03
     assert float(cmp.divergence.max()) < 0.01
+
+
+# ---------------------------------------------------------------------------------------------- label noise, curves
+def test_under_label_noise_by_hand():
+    rel = Relatedness(TRUTH)
+    assert under_label_noise(rel).table.to_numpy() == pytest.approx(TRUTH.to_numpy())
+    # 3 classes, uniform prior, class noise 0.3: p(true = a | annotated a) = 0.7, each other class 0.15
+    q = under_label_noise(rel, class_noise=0.3).table
+    assert q.loc["p", "u"] == pytest.approx(0.7 * 0.1 + 0.15 * 0.7 + 0.15 * 0.4)
+    both = under_label_noise(rel, class_noise=0.3, attr_noise=0.1).table
+    assert both.loc["p", "u"] == pytest.approx(q.loc["p", "u"] * 0.9 + (1 - q.loc["p", "u"]) * 0.1)
+    # a skewed prior: p(true | annotated) follows Bayes' rule
+    skew = under_label_noise(rel, class_noise=0.3, class_prior=[2, 1, 1]).table
+    post = np.array([0.7 * 0.5, 0.15 * 0.25, 0.15 * 0.25]) / (0.7 * 0.5 + 0.15 * 0.5)
+    assert skew.loc["p", "u"] == pytest.approx(post @ TRUTH["u"].to_numpy())
+
+
+def test_under_label_noise_matches_noisy_estimate():
+    rng = np.random.default_rng(5)
+    df = sample(TRUTH, 20000, rng)
+    codes = df["cls"].to_numpy(int)
+    flip = rng.random(len(df)) < 0.2
+    df["cls"] = pd.array(np.where(flip, (codes + rng.integers(1, 3, len(df))) % 3, codes), dtype="Int64")
+    attrs = df[list(TRUTH.columns)].to_numpy()
+    df[list(TRUTH.columns)] = np.where(rng.random(attrs.shape) < 0.05, 1 - attrs, attrs)
+    est = estimate(df, "cls", TRUTH.columns, class_labels=TRUTH.index).table
+    expected = under_label_noise(Relatedness(TRUTH), class_noise=0.2, attr_noise=0.05).table
+    assert float((est - expected).abs().to_numpy().max()) < 0.015
+
+
+def test_under_label_noise_errors():
+    with pytest.raises(ValueError, match="class_noise must be in"):
+        under_label_noise(Relatedness(TRUTH), class_noise=1.5)
+    with pytest.raises(ValueError, match="class_prior must be 3"):
+        under_label_noise(Relatedness(TRUTH), class_prior=[1, 1])
+
+
+def test_estimation_curve_error_shrinks_and_covers():
+    truth = Relatedness(TRUTH)
+
+    def draw(n, seed):
+        rng = np.random.default_rng(seed)
+        codes = rng.integers(0, 3, n)
+        df = pd.DataFrame((rng.random((n, 4)) < TRUTH.to_numpy()[codes]).astype(float), columns=TRUTH.columns)
+        df.insert(0, "cls", pd.array(codes, dtype="Int64"))
+        return df
+
+    curve = estimation_curve(truth, draw, sizes=[30, 3000], repeats=20, class_col="cls", ci=0.9)
+    assert list(curve.columns) == ["n", "repeat", "error", "max_error", "coverage", "ci_width"]
+    assert len(curve) == 40
+    means = curve.groupby("n").mean()
+    assert means.loc[3000, "error"] < means.loc[30, "error"] / 5
+    assert means.loc[3000, "coverage"] == pytest.approx(0.9, abs=0.05)
+    assert means.loc[3000, "ci_width"] < means.loc[30, "ci_width"]
+    again = estimation_curve(truth, draw, sizes=[30, 3000], repeats=20, class_col="cls", ci=0.9)
+    pd.testing.assert_frame_equal(curve, again)
+    assert samples_needed(curve, 0.05) == 3000
+    assert samples_needed(curve, 1e-9) is None
+
+
+def test_estimation_curve_from_a_pool_and_errors():
+    pool = sample(TRUTH, 50, np.random.default_rng(3))
+    curve = estimation_curve(Relatedness(TRUTH), pool, sizes=[150], repeats=3, class_col="cls")
+    assert curve["error"].nunique() == 1  # the whole pool every time
+    full = estimate(pool, "cls", TRUTH.columns, class_labels=TRUTH.index).table
+    assert curve["error"].iloc[0] == pytest.approx(float((full - TRUTH).abs().to_numpy().mean()))
+    with pytest.raises(ValueError, match="exceeds the pool of 150"):
+        estimation_curve(Relatedness(TRUTH), pool, sizes=[151], class_col="cls")
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        estimation_curve(Relatedness(TRUTH), pool, sizes=[0], class_col="cls")
+    with pytest.raises(KeyError, match="'nope'"):
+        samples_needed(curve, column="nope")

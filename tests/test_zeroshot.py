@@ -1,7 +1,11 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from fbhelpers.zeroshot import few_shot_predict, few_shot_split, zero_shot_predict, zero_shot_scores
+from fbhelpers.zeroshot import (
+    RAFDB_COMPOUND, few_shot_curve, few_shot_predict, few_shot_split, zero_shot_predict, zero_shot_scores,
+    zero_shot_table,
+)
 
 PROFILES = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
 
@@ -50,3 +54,46 @@ def test_few_shot_separates_clusters(method):
     support, query = few_shot_split(y, k=5, seed=0)
     pred = few_shot_predict(x[support], y[support], x[query], method=method)
     assert (pred == y[query]).mean() > 0.95
+
+
+def test_rafdb_compound_classes_are_du_rows():
+    from fbhelpers.relatedness import prior
+
+    assert len(RAFDB_COMPOUND) == 11
+    assert set(RAFDB_COMPOUND) <= set(prior("du2014_compound").classes)
+    assert RAFDB_COMPOUND[0] == "happily_surprised" and RAFDB_COMPOUND[-1] == "disgustedly_surprised"
+
+
+def test_zero_shot_table_by_hand():
+    labels = np.array([0, 0, 1, 1])
+    perfect = np.array([[0.9, 0.9, 0.1], [0.8, 0.7, 0.0], [0.9, 0.1, 0.9], [0.7, 0.2, 0.8]])
+    swapped = perfect[:, [0, 2, 1]]  # every sample now looks like the other class
+    table = zero_shot_table({"good": perfect, "bad": swapped}, labels, PROFILES, scorings=("mean", "loglik"))
+    assert table[["method", "scoring"]].values.tolist() == [["good", "mean"], ["good", "loglik"],
+                                                            ["bad", "mean"], ["bad", "loglik"]]
+    assert table["accuracy"].tolist() == pytest.approx([1.0, 1.0, 0.0, 0.0])
+    assert table["uar"].tolist() == pytest.approx([1.0, 1.0, 0.0, 0.0])
+    assert table["macro_f1"].tolist() == pytest.approx([1.0, 1.0, 0.0, 0.0])
+    assert table["chance"].tolist() == pytest.approx([0.5] * 4)
+    single = zero_shot_table(perfect, labels, PROFILES)
+    assert single["method"].unique().tolist() == ["attributes"] and len(single) == 3
+    with pytest.raises(ValueError, match=r"attr_probs\['x'\] has 3 rows but labels has 4"):
+        zero_shot_table({"x": perfect[:3]}, labels, PROFILES)
+
+
+def test_few_shot_curve_grid_and_informative_features():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 25)
+    good = rng.normal(size=(4, 8))[y] * 3 + rng.normal(size=(100, 8))
+    noise = rng.normal(size=(100, 8))
+    curve = few_shot_curve({"good": good, "noise": noise}, y, ks=(1, 5), repeats=2)
+    assert list(curve.columns) == ["extractor", "probe", "k", "repeat", "accuracy", "macro_f1", "uar"]
+    assert len(curve) == 2 * 2 * 2 * 2
+    mean = curve.groupby(["extractor", "k"])["accuracy"].mean()
+    assert mean["good", 5] > 0.9 and mean["noise", 5] < 0.5
+    again = few_shot_curve({"good": good, "noise": noise}, y, ks=(1, 5), repeats=2)
+    pd.testing.assert_frame_equal(curve, again)
+    with pytest.raises(ValueError, match="N = 100"):
+        few_shot_curve({"bad": good[:50]}, y)
+    with pytest.raises(ValueError, match="unknown probes"):
+        few_shot_curve({"good": good}, y, methods=("knn",))
