@@ -17,6 +17,10 @@ Settings (the same keys for every notebook, so one ``-p KEY VALUE`` applies acro
 - ``n_seeds``: repetitions per configuration (seeds ``SEED, SEED+1, ...``; METHOD.md §7: keep every result over
   several seeds). ``backbone``: a name of ``fbhelpers.models.BACKBONES``.
 - ``device``: preferred device when the notebook's ``DEVICE`` parameter is "auto": "cpu", "cuda" or "auto".
+- ``backbone_kw``: keyword arguments of the backbone factory (e.g. ``{"widths": [16, 32, 64, 128]}`` for a
+  narrower cnn4 on a CPU; {} = the backbone's defaults).
+- ``n_classes``: classes of a class + attribute study (identities, species; P1 §5 / P2 §5): the size of a
+  synthetic twin, or the first ``n_classes`` classes of a real dataset (0 = all of them).
 
 Values are first guesses **[choice]**; each notebook's author tunes its own rows.
 """
@@ -41,15 +45,22 @@ ENV_DATA_ROOT = "FB_DATA_ROOT"
 
 _BASE: dict[str, dict[str, Any]] = {
     "smoke": dict(data="synthetic", image_size=24, n_scale=0.1, steps=30, eval_every=0, quota=8, n_seeds=1,
-                  backbone="cnn4", device="cpu"),
+                  backbone="cnn4", device="cpu", backbone_kw={}, n_classes=8),
     "demo": dict(data="synthetic", image_size=48, n_scale=1.0, steps=400, eval_every=100, quota=32, n_seeds=2,
-                 backbone="cnn4", device="auto"),
+                 backbone="cnn4", device="auto", backbone_kw={}, n_classes=20),
     "paper": dict(data="real", image_size=112, n_scale=1.0, steps=20000, eval_every=1000, quota=64, n_seeds=1,
-                  backbone="vgg16", device="auto"),
+                  backbone="vgg16", device="auto", backbone_kw={}, n_classes=0),
 }
 _PER_NOTEBOOK: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"05": dict(steps=40)},
-    "demo": {"00": dict(steps=300, n_seeds=1), "01": dict(n_seeds=1), "02": dict(n_seeds=3)},
+    "smoke": {"01": dict(image_size=48), "05": dict(image_size=48, steps=40),
+              "03": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]}),
+              "04": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]})},
+    "demo": {"00": dict(steps=300, n_seeds=1), "01": dict(n_seeds=1), "02": dict(n_seeds=3),
+             "05": dict(steps=600, n_scale=0.5, n_seeds=1),
+             "03": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10,
+                        backbone_kw={"widths": [16, 32, 64, 128]}),
+             "04": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10,
+                        backbone_kw={"widths": [16, 32, 64, 128]})},
     "paper": {
         "03": dict(backbone="resnet50"),
         "04": dict(backbone="resnet50", image_size=224),

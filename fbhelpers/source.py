@@ -6,6 +6,7 @@ downstream (batching, training, evaluation) works on ``Source`` objects and neve
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,3 +52,23 @@ class Source:
     def rows(self, index: np.ndarray) -> "Source":
         """The rows at positional ``index`` as a new ``Source`` (used for subsampling)."""
         return Source(self.name, self.table.iloc[index], self.images[index])
+
+
+def annotation_coverage(sources: Mapping[str, Source], tasks: Sequence) -> pd.DataFrame:
+    """Fraction of each source's rows that carry each label: sources x label columns, values in [0, 1].
+
+    The annotation map of a multi-source study (P0 §4, P1 §4: every database labels its own tasks and AU subset;
+    METHOD.md §1). ``tasks``: ``fbhelpers.tasks.Task`` objects; columns are their ``columns`` in task order (the
+    class column ``expr``, ``AU1`` ... ``AU26``, ``valence``, ``arousal``). A column that is 0 for every source is a
+    label no source annotates (in that split). KeyError naming the source and the columns its table lacks.
+    """
+    columns = [c for t in tasks for c in t.columns]
+    rows = {}
+    for name, src in sources.items():
+        missing = [c for c in columns if c not in src.table.columns]
+        if missing:
+            raise KeyError(f"source {name!r}: table lacks the label columns {missing}")
+        rows[name] = src.table[columns].notna().mean().astype("float64") if len(src) else pd.Series(0.0, columns)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    frame.index.name, frame.columns.name = "source", "label"
+    return frame

@@ -1,0 +1,338 @@
+"""The papers' comparison: single-task models vs multi-task learning with and without task coupling.
+
+METHOD.md §5 (P0 §5, P1 §5, P2 §5): for every task and every test set compare single-task (ST) models, MT without
+coupling, MT + co-annotation, MT + distribution matching (DM) and MT + both, with the same backbone and budget;
+report a table over seeds, the mean relative improvement Δm over ST and flag negative transfer (an MT variant
+below the ST model on a task). METHOD.md §7: coupling matters where labels are scarce, so attribute F1 is also
+reported separately for the attributes the training sources label and for those they do not.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from time import perf_counter
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .batching import TaskDataset
+from .losses import LossConfig
+from .metrics import delta_m
+from .models import MultiHeadNet
+from .synthetic.study import Study
+from .tasks import Task
+from .train import evaluate, fit
+
+# Loss settings of each multi-task variant [choice]: soft co-annotation (P1/P2), DM class -> attributes with the
+# stable mean reduction (METHOD.md §7); "st" trains one single-task model per task instead.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "mt": {},
+    "mt_coann": {"coann": "soft"},
+    "mt_dm": {"dm": "class_to_attr"},
+    "mt_both": {"coann": "soft", "dm": "class_to_attr"},
+}
+HEADLINE: tuple[str, ...] = ("accuracy", "macro_f1", "mean_f1", "mean_f1_labelled", "mean_f1_unlabelled",
+                             "mean_ccc")
+LOWER_IS_BETTER: frozenset[str] = frozenset()
+
+
+def _study(study: Study | str | Callable[[int], Study], seed: int, size: int) -> Study:
+    if isinstance(study, Study):
+        return study
+    if isinstance(study, str):
+        from .synthetic import face_study
+
+        return face_study(preset=study, size=size, seed=seed)
+    return study(seed)
+
+
+def _label_groups(study: Study) -> dict[str, dict[str, tuple[str, ...]]]:
+    """{task: {"labelled": labels, "unlabelled": labels}} for each multilabel task whose labelled / unlabelled
+    label lists the study names in ``info`` (``labelled_aus`` / ``unlabelled_aus`` of the face twin,
+    ``<x>_labelled`` / ``<x>_unlabelled`` of the object twins)."""
+    info = study.info
+    pairs = [(info[k], info["un" + k]) for k in info if k.startswith("labelled_") and "un" + k in info]
+    pairs += [(info[k], info[k[:-len("labelled")] + "unlabelled"]) for k in info
+              if k.endswith("_labelled") and k[:-len("labelled")] + "unlabelled" in info]
+    groups = {}
+    for labelled, unlabelled in pairs:
+        labelled, unlabelled = tuple(map(str, labelled)), tuple(map(str, unlabelled))
+        for t in study.tasks:
+            if t.kind == "multilabel" and set(labelled) | set(unlabelled) <= set(t.labels):
+                groups[t.name] = {"labelled": labelled, "unlabelled": unlabelled}
+    return groups
+
+
+def _group_rows(scores: pd.DataFrame, groups: Mapping[str, Mapping[str, Sequence[str]]]) -> pd.DataFrame:
+    """Rows ``mean_f1_<group>``: mean of the per-label F1 over a group's labels (NaN labels skipped)."""
+    rows = []
+    for (source, task), part in scores.groupby(["source", "task"], sort=False):
+        for group, labels in groups.get(task, {}).items():
+            vals = part.set_index("metric")["value"].reindex([f"f1_{a}" for a in labels]).dropna()
+            if len(vals):
+                rows.append((source, task, f"mean_f1_{group}", float(vals.mean())))
+    return pd.DataFrame(rows, columns=["source", "task", "metric", "value"])
+
+
+def _sources_for(study: Study, task: Task) -> dict:
+    """Training sources that label ``task`` (the data a single-task model of it can use)."""
+    train = study.split("train")
+    return {n: s for n, s in train.items() if len(s) and TaskDataset(s, (task,)).labelled[task.name]}
+
+
+def compare_coupling(
+    study: Study | str | Callable[[int], Study] = "scarce_au",
+    variants: Sequence[str] = ("st", "mt", "mt_coann", "mt_dm", "mt_both"),
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    steps: int = 800,
+    quota: int | Mapping[str, int] = 32,
+    backbone: str = "cnn4",
+    backbone_kw: Mapping[str, Any] | None = None,
+    size: int = 48,
+    lr: float = 5e-3,
+    loss: Mapping[str, Any] | None = None,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    data_seed: int | None = 0,
+    device: str = "auto",
+    progress: bool | None = None,
+    histories: dict | None = None,
+    **fit_kwargs: Any,
+) -> pd.DataFrame:
+    """Train every variant for every seed and score every task on every test set (METHOD.md §5; P1 §5 tables).
+
+    ``study``: a ``Study``, a ``face_study`` preset name (built at ``size`` px) or a callable ``seed -> Study``.
+    ``data_seed``: the study is built once with this seed (only training seeds vary); None = one study per seed.
+    ``variants``: ``"st"`` (one model per task, trained on the sources labelling it) and keys of ``VARIANTS``
+    (or of ``configs``, name -> ``LossConfig`` keyword arguments, which extends / overrides ``VARIANTS``);
+    ``loss`` holds keyword arguments shared by every variant (e.g. ``dm_weight``). Every model: the same
+    backbone, ``steps``, per-source ``quota``, ``lr`` and ``fit_kwargs`` (same budget).
+
+    Returns a tidy frame ``variant, seed, source, task, metric, value`` (``evaluate`` rows, plus
+    ``mean_f1_labelled`` / ``mean_f1_unlabelled`` where ``study.info`` names the labelled and unlabelled AUs);
+    ``frame.attrs["seconds"]`` holds the training time of each (variant, seed). ``histories``: a dict that, when
+    given, receives every model's ``fit`` history (training curves without retraining a variant), keyed
+    ``(variant, seed, model)`` with ``model`` the trained task names joined by "+" (one key per ST task).
+    """
+    table = {**VARIANTS, **(configs or {})}
+    unknown = [v for v in variants if v != "st" and v not in table]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known are ['st', *{sorted(table)}]")
+    from tqdm.auto import tqdm
+
+    frames, seconds = [], {}
+    runs = [(v, s) for s in seeds for v in variants]
+    fixed = _study(study, data_seed, size) if data_seed is not None else None
+    quiet = progress is False or (progress is None and bool(os.environ.get("CI")))
+    for variant, seed in tqdm(runs, desc="compare", disable=quiet):
+        data = fixed or _study(study, seed, size)
+        groups = _label_groups(data)
+        channels = next(iter(data.sources.values())).images.shape[-1]
+        if variant == "st":
+            jobs = [((t,), _sources_for(data, t), (), LossConfig(**(loss or {}))) for t in data.tasks]
+        else:
+            config = LossConfig(**{**(loss or {}), **table[variant]})
+            jobs = [(data.tasks, data.split("train"), data.couplings, config)]
+        start = perf_counter()
+        for tasks, sources, couplings, config in jobs:
+            torch.manual_seed(seed)
+            model = MultiHeadNet(tasks, backbone, in_channels=channels, **(backbone_kw or {}))
+            share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
+            history = fit(model, sources, tasks, couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
+                          device=device, progress=False, **fit_kwargs)
+            if histories is not None:
+                histories[(variant, seed, "+".join(t.name for t in tasks))] = history
+            scores = evaluate(model, data, tasks, split="test", device=device)
+            scores = pd.concat([scores, _group_rows(scores, groups)], ignore_index=True)
+            frames.append(scores.assign(variant=variant, seed=seed))
+        seconds[(variant, seed)] = perf_counter() - start
+    out = pd.concat(frames, ignore_index=True)[["variant", "seed", "source", "task", "metric", "value"]]
+    out.attrs["seconds"] = seconds
+    return out
+
+
+def summarize(results: pd.DataFrame, metrics: Sequence[str] | None = HEADLINE) -> pd.DataFrame:
+    """Mean, std (ddof=1) and count over seeds per (variant, source, task, metric); ``metrics=None`` keeps all."""
+    if metrics is not None:
+        results = results[results["metric"].isin(metrics)]
+    return (results.groupby(["variant", "source", "task", "metric"], sort=False)["value"]
+            .agg(mean="mean", std="std", n="count").reset_index())
+
+
+def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = HEADLINE, digits: int = 3) -> pd.DataFrame:
+    """The paper-style table: rows (source, task, metric), one column per variant, cells ``mean ± std``."""
+    s = summarize(results, metrics)
+    s["cell"] = [f"{m:.{digits}f} ± {0.0 if np.isnan(d) else d:.{digits}f}" for m, d in zip(s["mean"], s["std"])]
+    order = list(dict.fromkeys(results["variant"]))
+    wide = s.pivot_table(index=["source", "task", "metric"], columns="variant", values="cell", aggfunc="first")
+    return wide[[v for v in order if v in wide.columns]]
+
+
+def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "mean_f1", "mean_ccc"),
+                  lower_is_better: frozenset[str] = LOWER_IS_BETTER) -> pd.DataFrame:
+    """Δm of every MT variant over the single-task models, per seed and as mean ± std (``metrics.delta_m``,
+    Maninis et al. 2019, as in the MTL literature; METHOD.md §5). Metrics are (source, task, metric) entries
+    scored by both; ST of the same seed is the reference. Columns ``variant, mean, std, <seed>...``."""
+    sel = results[results["metric"].isin(metrics)]
+    key = sel["source"] + "/" + sel["task"] + "/" + sel["metric"]
+    sel = sel.assign(key=key)
+    rows = []
+    for (variant, seed), part in sel[sel["variant"] != "st"].groupby(["variant", "seed"], sort=False):
+        st = sel[(sel["variant"] == "st") & (sel["seed"] == seed)].set_index("key")["value"]
+        mt = part.set_index("key")["value"]
+        common = [k for k in mt.index if k in st.index and np.isfinite(mt[k]) and np.isfinite(st[k]) and st[k] != 0]
+        hib = {k: k.rsplit("/", 1)[1] not in lower_is_better for k in common}
+        rows.append((variant, seed, delta_m(mt[common].to_dict(), st[common].to_dict(), hib)))
+    frame = pd.DataFrame(rows, columns=["variant", "seed", "delta_m"])
+    wide = frame.pivot(index="variant", columns="seed", values="delta_m")
+    wide.insert(0, "std", frame.groupby("variant")["delta_m"].std())
+    wide.insert(0, "mean", frame.groupby("variant")["delta_m"].mean())
+    return wide.loc[list(dict.fromkeys(frame["variant"]))]
+
+
+def negative_transfer(results: pd.DataFrame, metrics: Sequence[str] | None = HEADLINE,
+                      lower_is_better: frozenset[str] = LOWER_IS_BETTER) -> pd.DataFrame:
+    """Negative transfer (METHOD.md §5): an MT variant whose mean over seeds is worse than the single-task
+    model's on a (source, task, metric). ``beyond_spread`` marks gaps larger than the larger of the two seed
+    standard deviations. Columns ``variant, source, task, metric, mt, st, gap, negative, beyond_spread``."""
+    s = summarize(results, metrics)
+    st = s[s["variant"] == "st"].set_index(["source", "task", "metric"])
+    rows = []
+    for r in s[s["variant"] != "st"].itertuples():
+        k = (r.source, r.task, r.metric)
+        if k not in st.index:
+            continue
+        ref = st.loc[k]
+        gap = (r.mean - ref["mean"]) * (-1 if r.metric in lower_is_better else 1)
+        spread = np.nanmax([r.std, ref["std"], 0.0])
+        rows.append((r.variant, *k, r.mean, ref["mean"], gap, gap < 0, abs(gap) > spread))
+    return pd.DataFrame(rows, columns=["variant", "source", "task", "metric", "mt", "st", "gap", "negative",
+                                       "beyond_spread"])
+
+
+def paired_difference(results: pd.DataFrame, variant: str, baseline: str, metric: str,
+                      task: str | None = None, source: str | None = None) -> pd.DataFrame:
+    """``variant - baseline`` per seed for one metric (same seed = same data order and initialisation), with
+    its mean and std over seeds per (source, task): the check "does coupling beat plain MT by more than the
+    seed spread". Columns ``source, task, mean_diff, std_diff, min_diff, n``."""
+    sel = results[(results["metric"] == metric)]
+    if task is not None:
+        sel = sel[sel["task"] == task]
+    if source is not None:
+        sel = sel[sel["source"] == source]
+    wide = sel.pivot_table(index=["source", "task", "seed"], columns="variant", values="value")
+    missing = [v for v in (variant, baseline) if v not in wide.columns]
+    if missing:
+        raise ValueError(f"no {metric!r} results for variants {missing}")
+    diff = (wide[variant] - wide[baseline]).rename("diff").reset_index()
+    return (diff.groupby(["source", "task"])["diff"]
+            .agg(mean_diff="mean", std_diff="std", min_diff="min", n="count").reset_index())
+
+
+# ----------------------------------------------------------------------------------------------- one variant, kept
+# The METHOD.md [choice] ablation around the default coupling (pass as ``configs=`` to ``compare_coupling`` /
+# ``fit_variant``): the literal summed DM objective (METHOD.md §7: it collapsed a prototype), DM with q detached,
+# hard co-annotation (P0) instead of soft (P1/P2), and DM in both directions (P1/P2) instead of class -> attributes.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "mt_dm_sum": {"dm": "class_to_attr", "dm_reduction": "sum"},
+    "mt_dm_detach": {"dm": "class_to_attr", "dm_detach": True},
+    "mt_coann_hard": {"coann": "hard"},
+    "mt_dm_both": {"dm": "both"},
+}
+# Headline columns of ``overview``: name -> (task, metric).
+OVERVIEW: dict[str, tuple[str, str]] = {
+    "expr_accuracy": ("expr", "accuracy"), "expr_macro_f1": ("expr", "macro_f1"), "au_mean_f1": ("au", "mean_f1"),
+    "au_f1_labelled": ("au", "mean_f1_labelled"), "au_f1_unlabelled": ("au", "mean_f1_unlabelled"),
+    "va_mean_ccc": ("va", "mean_ccc"),
+}
+
+
+class VariantRun(NamedTuple):
+    """What ``fit_variant`` returns: the trained model, its ``fit`` history and its test scores."""
+
+    model: MultiHeadNet
+    history: pd.DataFrame
+    scores: pd.DataFrame
+
+
+def fit_variant(
+    study: Study | str,
+    variant: str = "mt_dm",
+    seed: int = 0,
+    *,
+    steps: int = 800,
+    quota: int | Mapping[str, int] = 32,
+    backbone: str = "cnn4",
+    backbone_kw: Mapping[str, Any] | None = None,
+    size: int = 48,
+    lr: float = 5e-3,
+    loss: Mapping[str, Any] | None = None,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    data_seed: int = 0,
+    device: str = "auto",
+    eval_every: int | None = None,
+    **fit_kwargs: Any,
+) -> VariantRun:
+    """Train ONE multi-task variant exactly as ``compare_coupling`` does for (``variant``, ``seed``) and keep the
+    model and its training history, which the comparison discards (METHOD.md §5; P1 §4 figures need the model:
+    confusion matrices, VA scatter, per-AU F1). Same arguments -> on CPU the same weights and scores as the
+    comparison's run of that seed. ``variant``: a key of ``VARIANTS`` or of ``configs`` (e.g. ``ABLATIONS``);
+    single-task models are not handled here (``"st"`` trains one model per task). ``eval_every``: steps
+    between test-set evaluations recorded in the history (``eval/<source>/<task>/<metric>`` columns; None = none);
+    evaluating does not change the training. ``scores``: the tidy rows of ``compare_coupling`` (``variant,
+    seed, source, task, metric, value``, with the labelled / unlabelled AU groups).
+    """
+    table = {**VARIANTS, **(configs or {})}
+    if variant not in table:
+        raise ValueError(f"unknown variant {variant!r}; known are {sorted(table)} ('st' is compare_coupling's)")
+    data = _study(study, data_seed, size)
+    channels = next(iter(data.sources.values())).images.shape[-1]
+    config = LossConfig(**{**(loss or {}), **table[variant]})
+    sources = data.split("train")
+    torch.manual_seed(seed)
+    model = MultiHeadNet(data.tasks, backbone, in_channels=channels, **(backbone_kw or {}))
+    share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
+    history = fit(model, sources, data.tasks, data.couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
+                  device=device, progress=fit_kwargs.pop("progress", False),
+                  eval_sources=data if eval_every else None, eval_every=eval_every, **fit_kwargs)
+    scores = evaluate(model, data, data.tasks, split="test", device=device)
+    scores = pd.concat([scores, _group_rows(scores, _label_groups(data))], ignore_index=True)
+    scores = scores.assign(variant=variant, seed=seed)[["variant", "seed", "source", "task", "metric", "value"]]
+    return VariantRun(model, history, scores)
+
+
+def overview(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
+             std: bool = False) -> pd.DataFrame:
+    """One row per variant, one column per headline number (``columns``: name -> (task, metric), default
+    ``OVERVIEW``): the mean over every test set that scores it, then the mean over seeds (METHOD.md §5: keep every
+    result over seeds). ``std=True`` adds ``<name>_std`` (ddof=1 over seeds). Variants keep their order of
+    appearance; a (task, metric) absent for a variant is NaN."""
+    rows = []
+    for name, (task, metric) in columns.items():
+        sel = results[(results["task"] == task) & (results["metric"] == metric)]
+        per_seed = sel.groupby(["variant", "seed"], sort=False)["value"].mean().rename(name)
+        rows.append(per_seed)
+    if not rows:
+        raise ValueError("overview needs at least one column")
+    wide = pd.concat(rows, axis=1)
+    order = list(dict.fromkeys(results["variant"]))
+    mean = wide.groupby(level="variant", sort=False).mean().reindex(order)
+    if std:
+        spread = wide.groupby(level="variant", sort=False).std().reindex(order).add_suffix("_std")
+        mean = pd.concat([mean, spread], axis=1)[[c for n in columns for c in (n, f"{n}_std")]]
+    mean.index.name = "variant"
+    return mean
+
+
+def label_scores(results: pd.DataFrame, variant: str, task: str = "au", prefix: str = "f1_") -> pd.Series:
+    """Per-label scores of one variant (e.g. per-AU F1, METHOD.md §5), mean over test sets and seeds, labels in
+    the results' order with ``prefix`` stripped. ValueError naming the variant when it has no such rows."""
+    sel = results[(results["variant"] == variant) & (results["task"] == task)
+                  & results["metric"].str.startswith(prefix)]
+    if sel.empty:
+        raise ValueError(f"no {prefix}* metrics of task {task!r} for variant {variant!r}")
+    means = sel.groupby("metric", sort=False)["value"].mean()
+    means.index = [m[len(prefix):] for m in means.index]
+    return means.rename(variant)

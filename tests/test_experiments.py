@@ -1,0 +1,143 @@
+"""The coupling comparison: table, Δm, negative transfer and paired differences on known numbers; a tiny run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fbhelpers.experiments import (
+    compare_coupling, comparison_table, delta_m_table, negative_transfer, paired_difference,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a small shared CPU two threads spin-wait and run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_results() -> pd.DataFrame:
+    rows = []
+    values = {"st": (0.80, 0.50), "mt": (0.78, 0.52), "mt_dm": (0.82, 0.70)}
+    for variant, (acc, f1) in values.items():
+        for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+            rows += [(variant, seed, "affect", "expr", "accuracy", acc + jitter),
+                     (variant, seed, "aus", "au", "mean_f1", f1 + 2 * jitter),
+                     (variant, seed, "aus", "au", "f1_AU1", 0.3)]
+    return pd.DataFrame(rows, columns=["variant", "seed", "source", "task", "metric", "value"])
+
+
+def test_table_delta_m_and_negative_transfer():
+    r = fake_results()
+    table = comparison_table(r)
+    assert list(table.columns) == ["st", "mt", "mt_dm"]
+    assert table.loc[("aus", "au", "mean_f1"), "mt_dm"] == "0.700 ± 0.020"
+    assert ("aus", "au", "f1_AU1") not in table.index
+    dm = delta_m_table(r)
+    assert dm.loc["mt_dm", "mean"] == pytest.approx(np.mean([(0.82 - 0.80) / 0.80, (0.70 - 0.50) / 0.50]), rel=1e-2)
+    assert dm.loc["mt", "std"] == pytest.approx(0.0, abs=1e-3)
+    nt = negative_transfer(r).set_index(["variant", "task"])
+    assert bool(nt.loc[("mt", "expr"), "negative"]) and bool(nt.loc[("mt", "expr"), "beyond_spread"])
+    assert not nt.loc[("mt_dm", "au"), "negative"] and nt.loc[("mt_dm", "au"), "gap"] == pytest.approx(0.2)
+    diff = paired_difference(r, "mt_dm", "mt", "mean_f1")
+    assert diff["mean_diff"].iloc[0] == pytest.approx(0.18) and diff["std_diff"].iloc[0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="mt_both"):
+        paired_difference(r, "mt_both", "mt", "mean_f1")
+
+
+def test_tiny_comparison_runs_every_variant(tmp_path):
+    import runpy
+
+    from fbhelpers.synthetic.study import Study
+    from test_train import TINY
+
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY)
+    ns = runpy.run_path(str(path), run_name="tiny")
+    _, sources, couplings, _ = ns["build"](n=60)
+    from fbhelpers.tasks import FACE_TASKS
+
+    study = Study(sources, FACE_TASKS, couplings, None, info={"labelled_aus": ("AU1", "AU2"),
+                                                              "unlabelled_aus": ("AU4",)})
+    r = compare_coupling(study, seeds=(0,), steps=3, quota=4, backbone_kw={"widths": (4, 4, 4, 4)},
+                         progress=False, augment=False)
+    assert list(dict.fromkeys(r["variant"])) == ["st", "mt", "mt_coann", "mt_dm", "mt_both"]
+    per = r.groupby("variant").apply(lambda g: set(zip(g["source"], g["task"])), include_groups=False)
+    assert all(v == {("affect", "expr"), ("affect", "va"), ("aus", "au")} for v in per)
+    assert {"mean_f1_labelled", "mean_f1_unlabelled"} <= set(r["metric"])
+    assert set(r.attrs["seconds"]) == {(v, 0) for v in ("st", "mt", "mt_coann", "mt_dm", "mt_both")}
+    with pytest.raises(ValueError, match=r"unknown variants \['mt_x'\]"):
+        compare_coupling(study, variants=("mt_x",))
+
+
+def test_overview_means_over_test_sets_then_seeds_and_label_scores():
+    from fbhelpers.experiments import label_scores, overview
+
+    r = fake_results()
+    extra = r[r["metric"] == "accuracy"].assign(source="other", value=lambda f: f["value"] - 0.1)
+    r = pd.concat([r, extra], ignore_index=True)
+    ov = overview(r, std=True)
+    assert list(ov.index) == ["st", "mt", "mt_dm"]
+    assert ov.loc["mt_dm", "expr_accuracy"] == pytest.approx(0.82 - 0.05)
+    assert ov.loc["st", "au_mean_f1"] == pytest.approx(0.50)
+    assert ov.loc["st", "au_mean_f1_std"] == pytest.approx(0.02)
+    assert np.isnan(ov.loc["mt", "va_mean_ccc"])
+    f1 = label_scores(r, "mt")
+    assert f1.to_dict() == {"AU1": pytest.approx(0.3)}
+    with pytest.raises(ValueError, match="'mt_both'"):
+        label_scores(r, "mt_both")
+
+
+def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history(tmp_path):
+    import runpy
+
+    from fbhelpers.experiments import ABLATIONS, VARIANTS, fit_variant
+    from fbhelpers.losses import LossConfig
+    from fbhelpers.synthetic.study import Study
+    from fbhelpers.tasks import FACE_TASKS
+    from test_train import TINY
+
+    for config in {**VARIANTS, **ABLATIONS}.values():
+        LossConfig(**config)  # every named variant is a valid loss configuration
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY)
+    _, sources, couplings, _ = runpy.run_path(str(path), run_name="tiny")["build"](n=60)
+    study = Study(sources, FACE_TASKS, couplings, None, info={"labelled_aus": ("AU1", "AU2"),
+                                                              "unlabelled_aus": ("AU4",)})
+    kw = dict(steps=4, quota=4, backbone_kw={"widths": (4, 4, 4, 4)}, augment=False, device="cpu")
+    ref = compare_coupling(study, variants=("mt_dm_sum",), seeds=(1,), configs=ABLATIONS, progress=False, **kw)
+    run = fit_variant(study, "mt_dm_sum", 1, configs=ABLATIONS, eval_every=2, **kw)
+    assert list(run.history["step"]) == [1, 2, 3, 4]
+    assert run.history["eval/aus/au/mean_f1"].notna().sum() == 2
+    pd.testing.assert_frame_equal(run.scores.reset_index(drop=True), ref.reset_index(drop=True),
+                                  check_exact=False, rtol=1e-6)
+    assert run.model.tasks == FACE_TASKS
+    with pytest.raises(ValueError, match="'st'"):
+        fit_variant(study, "st")
+
+
+def test_class_attribute_study_groups_and_histories():
+    """Case study ii / "beyond faces" (P2 §5): a class task + a multi-label attribute task run through the same
+    comparison; the attribute groups come from ``attributes_labelled`` / ``attributes_unlabelled``; every trained
+    model's history is handed back when asked for."""
+    from fbhelpers.synthetic import identity_study
+
+    study = identity_study(n_identities=3, n_attributes=6, images_per_identity=4, attr_images_per_identity=4,
+                           coann_images_per_identity=1, test_images_per_identity=2, size=32, seed=0)
+    histories = {}
+    r = compare_coupling(study, variants=("st", "mt_dm"), seeds=(0,), steps=2, quota=2, size=32,
+                         backbone_kw={"widths": (4, 4, 4, 4)}, progress=False, augment=False, histories=histories)
+    assert set(histories) == {("st", 0, "identity"), ("st", 0, "attr"), ("mt_dm", 0, "identity+attr")}
+    assert list(histories[("mt_dm", 0, "identity+attr")]["step"]) == [1, 2]
+    assert "dm" in histories[("mt_dm", 0, "identity+attr")].columns
+    groups = r[r["metric"].str.startswith("mean_f1_")]
+    assert set(groups["metric"]) == {"mean_f1_labelled", "mean_f1_unlabelled"}
+    assert set(r.loc[r["task"] == "identity", "metric"]) >= {"accuracy", "macro_f1"}
+    assert len(study.info["attributes_labelled"]) == 3
+    f1 = r[(r["variant"] == "mt_dm") & (r["source"] == "coannotated") & (r["task"] == "attr")].set_index("metric")
+    labelled = [f1.loc[f"f1_{a}", "value"] for a in study.info["attributes_labelled"]]
+    assert f1.loc["mean_f1_labelled", "value"] == pytest.approx(np.nanmean(labelled))

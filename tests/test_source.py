@@ -1,0 +1,35 @@
+"""fbhelpers.source.annotation_coverage: the per-source label map of a multi-source study (P0 §4, P1 §4)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fbhelpers.source import Source, annotation_coverage
+from fbhelpers.tasks import AU, EXPR, VA
+
+
+def _source(name: str, table: pd.DataFrame) -> Source:
+    return Source(name, table, np.zeros((len(table), 4, 4, 1), np.uint8))
+
+
+def test_coverage_fractions_per_source_and_label():
+    n = 4
+    nan = np.full(n, np.nan)
+    expr = _source("expr", pd.DataFrame({"expr": pd.array([0, 1, None, 3], dtype="Int64"),
+                                         **{a: nan for a in AU.labels}, "valence": [0.1, 0.2, 0.3, np.nan],
+                                         "arousal": [0.0, 0.1, np.nan, np.nan]}))
+    aus = _source("aus", pd.DataFrame({"expr": pd.array([None] * n, dtype="Int64"),
+                                       **{a: (np.ones(n) if a in ("AU1", "AU2") else nan) for a in AU.labels},
+                                       "valence": nan, "arousal": nan}))
+    cov = annotation_coverage({"expr": expr, "aus": aus}, (EXPR, AU, VA))
+    assert list(cov.index) == ["expr", "aus"] and cov.shape == (2, 1 + 17 + 2)
+    assert cov.loc["expr", "expr"] == pytest.approx(0.75)
+    assert cov.loc["expr", "valence"] == pytest.approx(0.75) and cov.loc["expr", "arousal"] == pytest.approx(0.5)
+    assert cov.loc["aus", "AU1"] == pytest.approx(1.0) and cov.loc["aus", "AU4"] == pytest.approx(0.0)
+    assert cov.loc["aus", "expr"] == pytest.approx(0.0)
+    assert list(cov.columns[cov.max() == 0]) == [a for a in AU.labels if a not in ("AU1", "AU2")]
+    with pytest.raises(KeyError, match=r"'broken'.*\['valence', 'arousal'\]"):
+        annotation_coverage({"broken": _source("broken", pd.DataFrame({"expr": pd.array([1], dtype="Int64"),
+                                                                        **{a: [1.0] for a in AU.labels}}))},
+                            (EXPR, AU, VA))
