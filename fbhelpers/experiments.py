@@ -99,6 +99,7 @@ def compare_coupling(
     device: str = "auto",
     progress: bool | None = None,
     histories: dict | None = None,
+    models: dict | None = None,
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Train every variant for every seed and score every task on every test set (METHOD.md §5; P1 §5 tables).
@@ -115,6 +116,8 @@ def compare_coupling(
     ``frame.attrs["seconds"]`` holds the training time of each (variant, seed). ``histories``: a dict that, when
     given, receives every model's ``fit`` history (training curves without retraining a variant), keyed
     ``(variant, seed, model)`` with ``model`` the trained task names joined by "+" (one key per ST task).
+    ``models``: a dict that, when given, receives every trained network under the same keys (confusion matrices,
+    VA scatter or per-label scores of a variant without retraining it; each holds its weights in memory).
     """
     table = {**VARIANTS, **(configs or {})}
     unknown = [v for v in variants if v != "st" and v not in table]
@@ -142,8 +145,11 @@ def compare_coupling(
             share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
             history = fit(model, sources, tasks, couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
                           device=device, progress=False, **fit_kwargs)
+            key = (variant, seed, "+".join(t.name for t in tasks))
             if histories is not None:
-                histories[(variant, seed, "+".join(t.name for t in tasks))] = history
+                histories[key] = history
+            if models is not None:
+                models[key] = model
             scores = evaluate(model, data, tasks, split="test", device=device)
             scores = pd.concat([scores, _group_rows(scores, groups)], ignore_index=True)
             frames.append(scores.assign(variant=variant, seed=seed))

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fbhelpers.train import evaluate
 from fbhelpers.experiments import (
     compare_coupling, comparison_table, delta_m_table, negative_transfer, paired_difference,
 )
@@ -128,10 +129,16 @@ def test_class_attribute_study_groups_and_histories():
 
     study = identity_study(n_identities=3, n_attributes=6, images_per_identity=4, attr_images_per_identity=4,
                            coann_images_per_identity=1, test_images_per_identity=2, size=32, seed=0)
-    histories = {}
+    histories, models = {}, {}
     r = compare_coupling(study, variants=("st", "mt_dm"), seeds=(0,), steps=2, quota=2, size=32,
-                         backbone_kw={"widths": (4, 4, 4, 4)}, progress=False, augment=False, histories=histories)
+                         backbone_kw={"widths": (4, 4, 4, 4)}, progress=False, augment=False, histories=histories,
+                         models=models)
     assert set(histories) == {("st", 0, "identity"), ("st", 0, "attr"), ("mt_dm", 0, "identity+attr")}
+    assert set(models) == set(histories)
+    kept = evaluate(models[("mt_dm", 0, "identity+attr")], study, split="test", device="cpu")
+    scored = r[(r["variant"] == "mt_dm") & (r["metric"] == "accuracy")].set_index("source")["value"]
+    assert kept[kept["metric"] == "accuracy"].set_index("source")["value"].to_dict() == pytest.approx(
+        scored.to_dict(), abs=1e-9)
     assert list(histories[("mt_dm", 0, "identity+attr")]["step"]) == [1, 2]
     assert "dm" in histories[("mt_dm", 0, "identity+attr")].columns
     groups = r[r["metric"].str.startswith("mean_f1_")]

@@ -127,3 +127,15 @@ def test_checker_rejects_invalid_nbformat(tmp_path):
     path.write_text('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code"}]}')
     problems = format_problems(path)
     assert len(problems) == 1 and problems[0].startswith("invalid nbformat v4")
+
+
+@pytest.mark.parametrize("path", _params())
+def test_papermill_reads_every_parameter(path):
+    """``papermill --help-notebook`` / ``inspect_notebook`` parses each parameter line (a quote inside a comment
+    makes papermill skip the line with 'Unable to parse line' and then warn 'Passed unknown parameter')."""
+    import papermill as pm
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [t.id for node in ast.parse(cell.source).body for t in getattr(node, "targets", [])]
+    assert sorted(pm.inspect_notebook(str(path))) == sorted(assigned)
