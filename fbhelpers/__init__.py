@@ -6,11 +6,11 @@ One concept per module: ``tasks`` (task specs), ``relatedness`` (priors, estimat
 ``synthetic`` (twins of every case study), ``batching`` (datasets, image store, multi-source sampler,
 augmentation), ``train`` (fit / evaluate / predict), ``experiments`` (the papers' ST vs MT vs coupling
 comparison), ``zeroshot``, ``plots``, ``widgets``, ``profiles`` and ``runner`` (notebook set-up, ``record``,
-the papermill suite), ``manifest`` (the real datasets). See the README for the public API.
+the papermill suite), ``manifest`` (the real datasets), ``source`` (a canonical table + its images). See the README for the public API.
 """
 from . import (
-    batching, experiments, losses, manifest, metrics, models, plots, profiles, relatedness, runner, synthetic,
-    tasks, train, widgets, zeroshot,
+    batching, experiments, losses, manifest, metrics, models, plots, profiles, relatedness, runner, source,
+    synthetic, tasks, train, widgets, zeroshot,
 )
 from .runner import record
 
@@ -18,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "batching", "experiments", "losses", "manifest", "metrics", "models", "plots", "profiles", "record",
-    "relatedness", "runner", "synthetic", "tasks", "train", "widgets", "zeroshot",
+    "relatedness", "runner", "source", "synthetic", "tasks", "train", "widgets", "zeroshot",
 ]

@@ -52,10 +52,10 @@ _BASE: dict[str, dict[str, Any]] = {
                   backbone="vgg16", device="auto", backbone_kw={}, n_classes=0),
 }
 _PER_NOTEBOOK: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"01": dict(image_size=48), "05": dict(image_size=48, steps=40),
+    "smoke": {"01": dict(image_size=48), "02": dict(backbone_kw={"widths": [4, 8, 16, 16]}), "05": dict(image_size=48, steps=40),
               "03": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]}),
               "04": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]})},
-    "demo": {"00": dict(steps=300, n_seeds=1), "01": dict(n_seeds=1), "02": dict(n_seeds=3),
+    "demo": {"00": dict(steps=300, n_seeds=1), "01": dict(n_seeds=1), "02": dict(steps=300, n_seeds=2, backbone_kw={"widths": [8, 16, 32, 64]}),
              "05": dict(steps=600, n_scale=0.5, n_seeds=1),
              "03": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10,
                         backbone_kw={"widths": [16, 32, 64, 128]}),

@@ -464,30 +464,39 @@ def evaluate(
 
 def predict(
     model: nn.Module,
-    inputs: np.ndarray | torch.Tensor | Source | str | Path,
+    inputs: np.ndarray | torch.Tensor | Source | pd.DataFrame | str | Path,
     tasks: Sequence[Task] | None = None,
     batch_size: int = 256,
     device: str | torch.device = "auto",
     size: int | tuple[int, int] | None = None,
     amp: bool | str = False,
+    root: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
     """Predictions of every task (P1 §4 heads): probabilities ``(N, C)`` (multiclass softmax), ``(N, K)``
     (multilabel sigmoid) or values ``(N, K)`` (regression).
 
-    ``inputs``: uint8 images ``(N, H, W, C)`` (array or tensor), a ``Source``, or a folder of face crops
-    (decoded with Pillow, RGB or grey to match ``model.in_channels``, resized to ``size``, which is then
-    required; files in sorted path order, see ``batching.image_files``). ``tasks`` default to ``model.tasks``.
+    ``inputs``: uint8 images ``(N, H, W, C)`` (array or tensor), a ``Source``, a canonical table with a
+    ``path`` column (relative paths resolved against ``root``; rows in table order), or a folder of face crops
+    (files in sorted path order, see ``batching.image_files``). Files are decoded with Pillow, RGB or grey to
+    match ``model.in_channels``, and resized to ``size``, which is then required. ``tasks`` default to
+    ``model.tasks``.
     """
     tasks = tuple(tasks or getattr(model, "tasks", ()))
     if not tasks:
         raise ValueError("predict: give tasks (the model has no .tasks attribute)")
     if isinstance(inputs, Source):
         images = inputs.images
-    elif isinstance(inputs, (str, Path)):
+    elif isinstance(inputs, (str, Path, pd.DataFrame)):
         if size is None:
-            raise ValueError("predict: size (the model's input size) is needed to resize images from a folder")
+            raise ValueError("predict: size (the model's input size) is needed to resize images from files")
+        if isinstance(inputs, pd.DataFrame):
+            if "path" not in inputs.columns:
+                raise ValueError(f"predict: the table has no 'path' column (columns: {list(inputs.columns)})")
+            files = [Path(root or ".") / p for p in inputs["path"]]
+        else:
+            files = image_files(inputs)
         mode = "L" if getattr(model, "in_channels", 3) == 1 else "RGB"
-        images = np.stack([decode_image(p, size, mode) for p in image_files(inputs)])
+        images = np.stack([decode_image(p, size, mode) for p in files])
     else:
         images = inputs
     if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):

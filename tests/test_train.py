@@ -149,6 +149,13 @@ def test_predict_from_a_folder(tiny, tmp_path):
     assert got["expr"].shape == (3, 7) and np.abs(got["expr"] - want["expr"]).max() < 0.2
     with pytest.raises(ValueError, match="size"):
         predict(model, tmp_path)
+    table = pd.DataFrame({"path": ["f2.png", "f0.png"]})
+    from_table = predict(model, table, size=24, root=tmp_path)
+    np.testing.assert_allclose(from_table["expr"], got["expr"][[2, 0]], atol=1e-6)
+    with pytest.raises(ValueError, match="'path' column"):
+        predict(model, table.rename(columns={"path": "file"}), size=24)
+    with pytest.raises(FileNotFoundError, match="f9.png"):
+        predict(model, pd.DataFrame({"path": ["f9.png"]}), size=24, root=tmp_path)
 
 
 def _run(script: Path, ckpt: Path, out: Path, steps: int, slow: float = 0.0) -> subprocess.Popen:
