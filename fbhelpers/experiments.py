@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mt_both": {"coann": "soft", "dm": "class_to_attr"},
 }
 HEADLINE: tuple[str, ...] = ("accuracy", "macro_f1", "mean_f1", "mean_f1_labelled", "mean_f1_unlabelled",
+                             "mean_auc_unlabelled",
                              "mean_ccc")
 LOWER_IS_BETTER: frozenset[str] = frozenset()
 
@@ -66,13 +67,16 @@ def _label_groups(study: Study) -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 def _group_rows(scores: pd.DataFrame, groups: Mapping[str, Mapping[str, Sequence[str]]]) -> pd.DataFrame:
-    """Rows ``mean_f1_<group>``: mean of the per-label F1 over a group's labels (NaN labels skipped)."""
+    """Rows ``mean_f1_<group>`` and ``mean_auc_<group>``: mean of the per-label F1 / ROC AUC over a group's
+    labels (NaN labels skipped)."""
     rows = []
     for (source, task), part in scores.groupby(["source", "task"], sort=False):
+        values = part.set_index("metric")["value"]
         for group, labels in groups.get(task, {}).items():
-            vals = part.set_index("metric")["value"].reindex([f"f1_{a}" for a in labels]).dropna()
-            if len(vals):
-                rows.append((source, task, f"mean_f1_{group}", float(vals.mean())))
+            for score in ("f1", "auc"):
+                vals = values.reindex([f"{score}_{a}" for a in labels]).dropna()
+                if len(vals):
+                    rows.append((source, task, f"mean_{score}_{group}", float(vals.mean())))
     return pd.DataFrame(rows, columns=["source", "task", "metric", "value"])
 
 
@@ -112,7 +116,8 @@ def compare_coupling(
     backbone, ``steps``, per-source ``quota``, ``lr`` and ``fit_kwargs`` (same budget).
 
     Returns a tidy frame ``variant, seed, source, task, metric, value`` (``evaluate`` rows, plus
-    ``mean_f1_labelled`` / ``mean_f1_unlabelled`` where ``study.info`` names the labelled and unlabelled AUs);
+    ``mean_f1_labelled`` / ``mean_f1_unlabelled`` and ``mean_auc_labelled`` / ``mean_auc_unlabelled`` where
+    ``study.info`` names the labelled and unlabelled AUs);
     ``frame.attrs["seconds"]`` holds the training time of each (variant, seed). ``histories``: a dict that, when
     given, receives every model's ``fit`` history (training curves without retraining a variant), keyed
     ``(variant, seed, model)`` with ``model`` the trained task names joined by "+" (one key per ST task).
@@ -251,6 +256,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 OVERVIEW: dict[str, tuple[str, str]] = {
     "expr_accuracy": ("expr", "accuracy"), "expr_macro_f1": ("expr", "macro_f1"), "au_mean_f1": ("au", "mean_f1"),
     "au_f1_labelled": ("au", "mean_f1_labelled"), "au_f1_unlabelled": ("au", "mean_f1_unlabelled"),
+    "au_auc_unlabelled": ("au", "mean_auc_unlabelled"),
     "va_mean_ccc": ("va", "mean_ccc"),
 }
 

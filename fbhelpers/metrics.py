@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from fbhelpers.tasks import Task
 
@@ -82,6 +82,23 @@ def f1_per_label(y_true, y_pred, mask=None) -> np.ndarray:
         k = keep[:, j]
         if k.any():
             out[j] = f1_score(t[k, j], p[k, j], average="binary", pos_label=1, zero_division=0)
+    return out
+
+
+def auc_per_label(y_true, y_score, mask=None) -> np.ndarray:
+    """ROC AUC of each column of scores ``(N, K)`` against 0/1 labels over its annotated entries (sklearn
+    ``roc_auc_score``); NaN for a column without both classes. Threshold-free: it scores how well a head *ranks*
+    faces per AU, which F1 at a fixed 0.5 threshold hides when the head is well ordered but poorly calibrated.
+    Not a criterion of the papers (P1 §4 reports F1): a diagnostic of this kit, e.g. for the AUs that only the
+    coupling teaches (METHOD.md §7)."""
+    t, p = _pair(y_true, y_score, 2)
+    keep = _annotated(t, mask)
+    _check_binary(t[keep], "y_true")
+    out = np.full(t.shape[1], np.nan)
+    for j in range(t.shape[1]):
+        k = keep[:, j]
+        if k.any() and 0 < t[k, j].sum() < k.sum():
+            out[j] = roc_auc_score(t[k, j], p[k, j])
     return out
 
 
@@ -167,7 +184,8 @@ def score_task(task: Task, y_true, y_pred, mask=None, threshold: float = 0.5) ->
     - multiclass: ``y_true`` int codes ``(N,)`` (NaN = missing), ``y_pred`` logits or probabilities ``(N, C)``
       -> argmax; keys ``accuracy``, ``macro_f1``, ``uar``.
     - multilabel: ``y_true`` 0/1 ``(N, K)`` (NaN = missing), ``y_pred`` probabilities ``(N, K)`` thresholded at
-      ``threshold`` ([choice] 0.5); keys ``mean_f1``, ``mean_accuracy``, ``f1_<label>``.
+      ``threshold`` ([choice] 0.5); keys ``mean_f1``, ``mean_accuracy``, ``f1_<label>``, and the
+      threshold-free ``mean_auc`` / ``auc_<label>`` (:func:`auc_per_label`, NaN for a label with one class).
     - regression: values ``(N, K)``; keys ``ccc_<label>``, ``mean_ccc``.
 
     ``mask`` (shape of ``y_true``, True = labelled) and NaN labels are ignored. A label without annotated
@@ -201,8 +219,11 @@ def score_task(task: Task, y_true, y_pred, mask=None, threshold: float = 0.5) ->
                              f"logits), got values such as {np.unique(outside)[:5].tolist()}")
         binary = (p >= threshold).astype(float)
         f1s = f1_per_label(t, binary, keep)
-        out = {"mean_f1": _nanmean(f1s), "mean_accuracy": attribute_mean_accuracy(t, binary, keep)}
+        aucs = auc_per_label(t, p, keep)
+        out = {"mean_f1": _nanmean(f1s), "mean_accuracy": attribute_mean_accuracy(t, binary, keep),
+               "mean_auc": _nanmean(aucs)}
         out.update({f"f1_{label}": float(v) for label, v in zip(task.labels, f1s)})
+        out.update({f"auc_{label}": float(v) for label, v in zip(task.labels, aucs)})
         return out
     cccs = {f"ccc_{label}": ccc(t[:, j], p[:, j], keep[:, j]) for j, label in enumerate(task.labels)}
     return {**cccs, "mean_ccc": _nanmean(np.array(list(cccs.values())))}

@@ -148,3 +148,5 @@ def test_class_attribute_study_groups_and_histories():
     f1 = r[(r["variant"] == "mt_dm") & (r["source"] == "coannotated") & (r["task"] == "attr")].set_index("metric")
     labelled = [f1.loc[f"f1_{a}", "value"] for a in study.info["attributes_labelled"]]
     assert f1.loc["mean_f1_labelled", "value"] == pytest.approx(np.nanmean(labelled))
+    aucs = [f1.loc[f"auc_{a}", "value"] for a in study.info["attributes_unlabelled"]]
+    assert f1.loc["mean_auc_unlabelled", "value"] == pytest.approx(np.nanmean(aucs))

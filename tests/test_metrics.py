@@ -1,7 +1,7 @@
 """fbhelpers.metrics: agreement with scikit-learn, hand-computed CCC / Δm, NaN and mask handling."""
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from fbhelpers import metrics as M
 from fbhelpers.tasks import AU, EXPR, VA
@@ -59,6 +59,19 @@ def test_f1_per_label_mask_and_nan(rng):
     assert M.mean_f1(t_nan, p) == pytest.approx(np.mean(expected))
     # zero_division=0: a column with no positives anywhere scores 0
     assert M.f1_per_label(np.zeros((3, 1)), np.zeros((3, 1)))[0] == 0.0
+
+
+def test_auc_per_label_matches_sklearn_and_skips_one_class_columns(rng):
+    t = (rng.random((120, 4)) < 0.3).astype(float)
+    score = t * 0.3 + rng.random((120, 4))
+    mask = rng.random((120, 4)) < 0.7
+    t[:, 3] = 1.0  # one class only: AUC undefined
+    got = M.auc_per_label(t, score, mask)
+    expected = [roc_auc_score(t[mask[:, j], j], score[mask[:, j], j]) for j in range(3)]
+    np.testing.assert_allclose(got[:3], expected)
+    assert np.isnan(got[3])
+    perfect = M.auc_per_label(np.array([[0.0], [1.0], [1.0]]), np.array([[0.2], [0.3], [0.9]]))
+    assert perfect[0] == pytest.approx(1.0)
 
 
 def test_f1_rejects_probabilities():
@@ -142,7 +155,10 @@ def test_score_task_multilabel(rng):
     mask = np.ones_like(t, dtype=bool)
     mask[:, 5] = False
     s = M.score_task(AU, t, prob, mask=mask)
-    assert set(s) == {"mean_f1", "mean_accuracy"} | {f"f1_{a}" for a in AU.labels}
+    assert set(s) == ({"mean_f1", "mean_accuracy", "mean_auc"} | {f"f1_{a}" for a in AU.labels}
+                      | {f"auc_{a}" for a in AU.labels})
+    assert s["auc_AU1"] == pytest.approx(roc_auc_score(t[:, 0], prob[:, 0]))
+    assert np.isnan(s["auc_AU7"])
     binary = (prob >= 0.5).astype(float)
     assert s["f1_AU1"] == pytest.approx(f1_score(t[:, 0], binary[:, 0], zero_division=0))
     assert np.isnan(s["f1_AU7"])  # column 5 = AU7 unannotated
