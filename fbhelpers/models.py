@@ -71,11 +71,15 @@ def _init_conv_bn(module: nn.Module) -> None:
 
 # ----------------------------------------------------------------------------------------------- cnn4
 class CNN4(nn.Module):
-    """Four conv-BN-ReLU-maxpool blocks and a global average pool: a CPU-friendly trunk for synthetic twins
-    (METHOD.md §7 prototype). ``out_dim = widths[-1]``. [choice] ``widths=(32, 64, 128, 256)``."""
+    """Four conv-BN-ReLU-maxpool blocks, then an adaptive average pool to a ``pool`` x ``pool`` grid, flattened:
+    a CPU-friendly trunk for synthetic twins (METHOD.md §7 prototype). ``out_dim = widths[-1] * pool**2``.
+    [choice] ``widths=(32, 64, 128, 256)``; ``pool=1`` is the usual global average pool, ``pool=3`` keeps a coarse
+    layout (brows / eyes / mouth of an aligned face), which the localised AUs of a face need."""
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256)) -> None:
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256), pool: int = 1) -> None:
         super().__init__()
+        if not (isinstance(pool, int) and pool >= 1):
+            raise ValueError(f"cnn4: pool must be a positive integer, got {pool!r}")
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
@@ -83,8 +87,8 @@ class CNN4(nn.Module):
                        nn.MaxPool2d(2, ceil_mode=True)]
             c = w
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_dim = int(c)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.out_dim = int(c) * pool * pool
         _init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,9 +96,9 @@ class CNN4(nn.Module):
 
 
 @register_backbone("cnn4")
-def cnn4(in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256)) -> nn.Module:
+def cnn4(in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256), pool: int = 1) -> nn.Module:
     """Small 4-block CNN (see :class:`CNN4`)."""
-    return CNN4(in_channels, widths)
+    return CNN4(in_channels, widths, pool)
 
 
 # ----------------------------------------------------------------------------------------------- vgg16

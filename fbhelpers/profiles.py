@@ -19,6 +19,8 @@ Settings (the same keys for every notebook, so one ``-p KEY VALUE`` applies acro
 - ``device``: preferred device when the notebook's ``DEVICE`` parameter is "auto": "cpu", "cuda" or "auto".
 - ``backbone_kw``: keyword arguments of the backbone factory (e.g. ``{"widths": [16, 32, 64, 128]}`` for a
   narrower cnn4 on a CPU; {} = the backbone's defaults).
+- ``ablation``: the reconstructed-choice variants notebook 02 runs beside the defaults (names of
+  ``fbhelpers.experiments.ABLATIONS``; METHOD.md [choice]s).
 - ``n_classes``: classes of a class + attribute study (identities, species; P1 §5 / P2 §5): the size of a
   synthetic twin, or the first ``n_classes`` classes of a real dataset (0 = all of them).
 
@@ -43,24 +45,37 @@ NOTEBOOKS: dict[str, str] = {
 }
 ENV_DATA_ROOT = "FB_DATA_ROOT"
 
+_ALL_ABLATIONS = ["mt_dm_sum", "mt_dm_detach", "mt_coann_hard", "mt_dm_both"]
 _BASE: dict[str, dict[str, Any]] = {
     "smoke": dict(data="synthetic", image_size=24, n_scale=0.1, steps=30, eval_every=0, quota=8, n_seeds=1,
-                  backbone="cnn4", device="cpu", backbone_kw={}, n_classes=8),
+                  backbone="cnn4", device="cpu", backbone_kw={}, n_classes=8, ablation=_ALL_ABLATIONS),
     "demo": dict(data="synthetic", image_size=48, n_scale=1.0, steps=400, eval_every=100, quota=32, n_seeds=2,
-                 backbone="cnn4", device="auto", backbone_kw={}, n_classes=20),
+                 backbone="cnn4", device="auto", backbone_kw={}, n_classes=20, ablation=_ALL_ABLATIONS),
     "paper": dict(data="real", image_size=112, n_scale=1.0, steps=20000, eval_every=1000, quota=64, n_seeds=1,
-                  backbone="vgg16", device="auto", backbone_kw={}, n_classes=0),
+                  backbone="vgg16", device="auto", backbone_kw={}, n_classes=0, ablation=_ALL_ABLATIONS),
 }
+# The faces of notebooks 00 and 02 on a CPU: a narrow cnn4 that keeps a 3 x 3 layout before the heads (the
+# localised AUs need it; see benchmarks/compare_coupling.py) and 600 steps, the shortest run in which the
+# expression head is good enough for distribution matching to show on the unlabelled AUs.
+_FACES_CPU = dict(steps=600, eval_every=0, backbone_kw={"widths": [8, 16, 32, 64], "pool": 3})
+_SLIM_OBJECTS = {"widths": [16, 32, 64, 128]}
 _PER_NOTEBOOK: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"01": dict(image_size=48), "02": dict(backbone_kw={"widths": [4, 8, 16, 16]}), "05": dict(image_size=48, steps=40),
-              "03": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]}),
-              "04": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]})},
-    "demo": {"00": dict(steps=300, n_seeds=1), "01": dict(n_seeds=1), "02": dict(steps=300, n_seeds=2, backbone_kw={"widths": [8, 16, 32, 64]}),
-             "05": dict(steps=600, n_scale=0.5, n_seeds=1),
-             "03": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10,
-                        backbone_kw={"widths": [16, 32, 64, 128]}),
-             "04": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10,
-                        backbone_kw={"widths": [16, 32, 64, 128]})},
+    "smoke": {
+        "00": dict(backbone_kw={"widths": [4, 8, 16, 16], "pool": 3}),
+        "01": dict(image_size=48),
+        "02": dict(backbone_kw={"widths": [4, 8, 16, 16], "pool": 3}),
+        "03": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]}),
+        "04": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]}),
+        "05": dict(image_size=48, steps=40),
+    },
+    "demo": {
+        "00": dict(_FACES_CPU, n_seeds=1),
+        "01": dict(n_seeds=1),
+        "02": dict(_FACES_CPU, n_seeds=1, ablation=["mt_dm_sum", "mt_dm_detach"]),
+        "03": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10, backbone_kw=_SLIM_OBJECTS),
+        "04": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10, backbone_kw=_SLIM_OBJECTS),
+        "05": dict(steps=600, n_scale=0.5, n_seeds=1),
+    },
     "paper": {
         "03": dict(backbone="resnet50"),
         "04": dict(backbone="resnet50", image_size=224),

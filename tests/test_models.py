@@ -39,6 +39,16 @@ def test_output_shapes_all_sizes(nets, name):
             torch.testing.assert_close(net.features(x), feats)
 
 
+def test_cnn4_pool_keeps_a_layout_grid():
+    flat = MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 8, 8, 6), pool=3)
+    assert flat.feature_dim == 6 * 9
+    for size in (24, 48, 96):
+        out, feats = flat(torch.rand(2, 3, size, size), return_features=True)
+        assert tuple(feats.shape) == (2, 54) and tuple(out["au"].shape) == (2, 17)
+    with pytest.raises(ValueError, match="pool must be a positive integer, got 0"):
+        build_backbone("cnn4", pool=0)
+
+
 def test_parameter_counts_match_torchvision_layouts(nets):
     # torchvision totals minus their 1000-way classifier: resnet18 11,689,512 - 513,000;
     # resnet50 25,557,032 - 2,049,000; vgg16 138,357,544 - 4,097,000 (fc8).
