@@ -86,6 +86,25 @@ def _sources_for(study: Study, task: Task) -> dict:
     return {n: s for n, s in train.items() if len(s) and TaskDataset(s, (task,)).labelled[task.name]}
 
 
+def _train_scored(
+    data: Study, tasks: Sequence[Task], sources: Mapping, couplings: Sequence, config: LossConfig, seed: int, *,
+    steps: int, quota: int | Mapping[str, int], backbone: str, backbone_kw: Mapping[str, Any] | None, lr: float,
+    device: str, **fit_kwargs: Any,
+) -> tuple[MultiHeadNet, pd.DataFrame, pd.DataFrame]:
+    """One model of the comparison: initialised from ``seed``, ``fit`` on ``sources`` (the share of ``quota`` they
+    hold), then every task of ``tasks`` scored on every test set of ``data``, with the labelled / unlabelled
+    attribute groups. Returns (model, history, scores)."""
+    channels = next(iter(data.sources.values())).images.shape[-1]
+    torch.manual_seed(seed)
+    model = MultiHeadNet(tasks, backbone, in_channels=channels, **(backbone_kw or {}))
+    share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
+    history = fit(model, sources, tasks, couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
+                  device=device, **fit_kwargs)
+    scores = evaluate(model, data, tasks, split="test", device=device)
+    scores = pd.concat([scores, _group_rows(scores, _label_groups(data))], ignore_index=True)
+    return model, history, scores
+
+
 def compare_coupling(
     study: Study | str | Callable[[int], Study] = "scarce_au",
     variants: Sequence[str] = ("st", "mt", "mt_coann", "mt_dm", "mt_both"),
@@ -136,8 +155,6 @@ def compare_coupling(
     quiet = progress is False or (progress is None and bool(os.environ.get("CI")))
     for variant, seed in tqdm(runs, desc="compare", disable=quiet):
         data = fixed or _study(study, seed, size)
-        groups = _label_groups(data)
-        channels = next(iter(data.sources.values())).images.shape[-1]
         if variant == "st":
             jobs = [((t,), _sources_for(data, t), (), LossConfig(**(loss or {}))) for t in data.tasks]
         else:
@@ -145,18 +162,14 @@ def compare_coupling(
             jobs = [(data.tasks, data.split("train"), data.couplings, config)]
         start = perf_counter()
         for tasks, sources, couplings, config in jobs:
-            torch.manual_seed(seed)
-            model = MultiHeadNet(tasks, backbone, in_channels=channels, **(backbone_kw or {}))
-            share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
-            history = fit(model, sources, tasks, couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
-                          device=device, progress=False, **fit_kwargs)
+            model, history, scores = _train_scored(
+                data, tasks, sources, couplings, config, seed, steps=steps, quota=quota, backbone=backbone,
+                backbone_kw=backbone_kw, lr=lr, device=device, progress=False, **fit_kwargs)
             key = (variant, seed, "+".join(t.name for t in tasks))
             if histories is not None:
                 histories[key] = history
             if models is not None:
                 models[key] = model
-            scores = evaluate(model, data, tasks, split="test", device=device)
-            scores = pd.concat([scores, _group_rows(scores, groups)], ignore_index=True)
             frames.append(scores.assign(variant=variant, seed=seed))
         seconds[(variant, seed)] = perf_counter() - start
     out = pd.concat(frames, ignore_index=True)[["variant", "seed", "source", "task", "metric", "value"]]
@@ -300,17 +313,12 @@ def fit_variant(
     if variant not in table:
         raise ValueError(f"unknown variant {variant!r}; known are {sorted(table)} ('st' is compare_coupling's)")
     data = _study(study, data_seed, size)
-    channels = next(iter(data.sources.values())).images.shape[-1]
     config = LossConfig(**{**(loss or {}), **table[variant]})
-    sources = data.split("train")
-    torch.manual_seed(seed)
-    model = MultiHeadNet(data.tasks, backbone, in_channels=channels, **(backbone_kw or {}))
-    share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
-    history = fit(model, sources, data.tasks, data.couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
-                  device=device, progress=fit_kwargs.pop("progress", False),
-                  eval_sources=data if eval_every else None, eval_every=eval_every, **fit_kwargs)
-    scores = evaluate(model, data, data.tasks, split="test", device=device)
-    scores = pd.concat([scores, _group_rows(scores, _label_groups(data))], ignore_index=True)
+    model, history, scores = _train_scored(
+        data, data.tasks, data.split("train"), data.couplings, config, seed, steps=steps, quota=quota,
+        backbone=backbone, backbone_kw=backbone_kw, lr=lr, device=device,
+        progress=fit_kwargs.pop("progress", False), eval_sources=data if eval_every else None,
+        eval_every=eval_every, **fit_kwargs)
     scores = scores.assign(variant=variant, seed=seed)[["variant", "seed", "source", "task", "metric", "value"]]
     return VariantRun(model, history, scores)
 

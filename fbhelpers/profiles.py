@@ -71,10 +71,12 @@ _PER_NOTEBOOK: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {
         "00": dict(_FACES_CPU, n_seeds=1),
         "01": dict(n_seeds=1),
-        "02": dict(_FACES_CPU, n_seeds=1, ablation=["mt_dm_sum", "mt_dm_detach"]),
-        "03": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10, backbone_kw=_SLIM_OBJECTS),
-        "04": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10, backbone_kw=_SLIM_OBJECTS),
-        "05": dict(steps=600, n_scale=0.5, n_seeds=1),
+        "02": dict(_FACES_CPU, n_seeds=1, ablation=["mt_dm_sum"]),
+        "03": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10, n_seeds=1,
+                    backbone_kw=_SLIM_OBJECTS),
+        "04": dict(image_size=32, steps=200, quota=16, eval_every=0, n_classes=10, n_seeds=1,
+                    backbone_kw=_SLIM_OBJECTS),
+        "05": dict(_FACES_CPU, n_scale=0.5, n_seeds=1),
     },
     "paper": {
         "03": dict(backbone="resnet50"),

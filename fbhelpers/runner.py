@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -115,36 +116,49 @@ def to_jsonable(value: Any, name: str = "value") -> Any:
     )
 
 
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path`` (``{}`` if the file does not exist); ValueError naming the file and line if invalid."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+
+
 def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
     """The metrics recorded in ``path`` (a ``metrics.json`` or the directory holding it); ``{}`` if none yet."""
     path = Path(path)
     if path.is_dir() or path.suffix != ".json":
         path = path / METRICS_FILE
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
     return data
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file and a rename (never half-written)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a reader never
+    sees a half-written file; the file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (``write_text_atomic``); NaN is refused."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def record(name: str, value: Any) -> None:
@@ -252,12 +266,7 @@ def compare_with_references(
 def load_references(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """The reference file ``path`` (``{}`` if it does not exist); ValueError naming the file if malformed."""
     path = Path(path)
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+    data = _read_json(path)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"{path}: expected {{notebook: {{metric: {{value, rel, abs}}}}}}")
     return data
@@ -273,12 +282,7 @@ def write_references(path: str | os.PathLike, references: Mapping[str, Mapping[s
         blocks.append(f"  {json.dumps(notebook)}: {body}")
     text = "{\n" + ",\n".join(blocks) + "\n}\n" if blocks else "{}\n"
     json.loads(text)  # never write a file the tests cannot read
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _round(value: Any) -> Any:
@@ -556,14 +560,13 @@ def write_summary(result: SuiteResult) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = [(nb.name, metric, value)
             for nb in result.notebooks for metric, value in flatten_metrics(nb.metrics).items()]
-    fd, tmp = tempfile.mkstemp(prefix=".summary.csv.", dir=out)
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["notebook", "metric", "value"])
-        for notebook, metric, value in rows:
-            cell = "" if value is None else json.dumps(value) if isinstance(value, list) else value
-            writer.writerow([notebook, metric, cell])
-    os.replace(tmp, result.summary_csv)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["notebook", "metric", "value"])
+    for notebook, metric, value in rows:
+        cell = "" if value is None else json.dumps(value) if isinstance(value, list) else value
+        writer.writerow([notebook, metric, cell])
+    write_text_atomic(result.summary_csv, buffer.getvalue())
 
     total = sum(nb.seconds for nb in result.notebooks)
     n_failed = len(result.failures)
@@ -594,10 +597,7 @@ def write_summary(result: SuiteResult) -> None:
             lines.append("No metrics recorded.")
         if nb.figures:
             lines += ["", "Figures: " + ", ".join(_md_link(fig, out) for fig in nb.figures)]
-    fd, tmp = tempfile.mkstemp(prefix=".summary.md.", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp, result.summary_md)
+    write_text_atomic(result.summary_md, "\n".join(lines) + "\n")
 
 
 def run_suite(

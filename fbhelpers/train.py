@@ -407,12 +407,13 @@ def fit(
 
 
 # ----------------------------------------------------------------------------------------------- inference
-def _outputs(model: nn.Module, images: np.ndarray | torch.Tensor, tasks: Sequence[Task], batch_size: int,
-             device: torch.device, amp: bool) -> dict[str, np.ndarray]:
-    """Probabilities (multiclass softmax, multilabel sigmoid) or values (regression) for uint8 ``(N, H, W, C)``."""
+def _eval_batches(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int, device: torch.device,
+                  amp: bool, forward) -> list:
+    """``forward(x)`` on every batch of uint8 ``(N, H, W, C)`` images (as float ``(B, C, H, W)``), in eval mode and
+    without gradients; the model's train / eval mode is restored afterwards."""
     was_training = model.training
     model.eval().to(device)
-    chunks: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    outputs = []
     try:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
@@ -420,14 +421,26 @@ def _outputs(model: nn.Module, images: np.ndarray | torch.Tensor, tasks: Sequenc
                 part = torch.from_numpy(np.ascontiguousarray(part)) if isinstance(part, np.ndarray) else part
                 x = to_float(part.permute(0, 3, 1, 2).to(device))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = model(x)
-                for t in tasks:
-                    y = out[t.name].float()
-                    y = F.softmax(y, 1) if t.kind == "multiclass" else torch.sigmoid(y) if t.kind == "multilabel" else y
-                    chunks[t.name].append(y.cpu().numpy())
+                    outputs.append(forward(x))
     finally:
         model.train(was_training)
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+    return outputs
+
+
+def _outputs(model: nn.Module, images: np.ndarray | torch.Tensor, tasks: Sequence[Task], batch_size: int,
+             device: torch.device, amp: bool) -> dict[str, np.ndarray]:
+    """Probabilities (multiclass softmax, multilabel sigmoid) or values (regression) for uint8 ``(N, H, W, C)``."""
+    def forward(x: torch.Tensor) -> dict[str, np.ndarray]:
+        out = model(x)
+        probs = {}
+        for t in tasks:
+            y = out[t.name].float()
+            y = F.softmax(y, 1) if t.kind == "multiclass" else torch.sigmoid(y) if t.kind == "multilabel" else y
+            probs[t.name] = y.cpu().numpy()
+        return probs
+
+    chunks = _eval_batches(model, images, batch_size, device, amp, forward)
+    return {t.name: np.concatenate([c[t.name] for c in chunks]) for t in tasks}
 
 
 def evaluate(
@@ -522,20 +535,8 @@ def features(
     if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"features: expected uint8 images (N, H, W, C), got {images.dtype} {tuple(images.shape)}")
     dev = resolve_device(device)
-    use_amp = _resolve_amp(amp, dev)
-    was_training = model.training
-    model.eval().to(dev)
-    chunks: list[np.ndarray] = []
-    try:
-        with torch.no_grad():
-            for i in range(0, len(images), batch_size):
-                part = images[i:i + batch_size]
-                part = torch.from_numpy(np.ascontiguousarray(part)) if isinstance(part, np.ndarray) else part
-                x = to_float(part.permute(0, 3, 1, 2).to(dev))
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    chunks.append(model.features(x).float().cpu().numpy())
-    finally:
-        model.train(was_training)
+    chunks = _eval_batches(model, images, batch_size, dev, _resolve_amp(amp, dev),
+                           lambda x: model.features(x).float().cpu().numpy())
     if not chunks:
         return np.zeros((0, int(getattr(model, "feature_dim", 0))), np.float32)
     return np.concatenate(chunks)
