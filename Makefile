@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
-
-test-slow: $(STAMP)
-	FB_SLOW=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_synthetic.py
