@@ -355,6 +355,15 @@ def comparison_bars(results: pd.DataFrame, metric: str | Mapping[str, str], hue:
     return fig
 
 
+def _checked_highlight(highlight: Sequence[str] | None, labels) -> list[str]:
+    """``highlight`` as a list; KeyError naming the names that are not among ``labels``."""
+    highlight = list(highlight or [])
+    unknown = [h for h in highlight if h not in labels]
+    if unknown:
+        raise KeyError(f"highlight names {unknown} are not among the labels {list(labels)}")
+    return highlight
+
+
 def per_label_bars(values: Mapping[str, float] | pd.Series, highlight: Sequence[str] | None = None,
                    title: str = "F1 per label", ylabel: str = "F1", ax: Axes | None = None,
                    highlight_label: str = "no training labels", other_label: str = "with training labels",
@@ -365,10 +374,7 @@ def per_label_bars(values: Mapping[str, float] | pd.Series, highlight: Sequence[
     series = pd.Series(values, dtype="float64")
     if series.empty:
         raise ValueError("per_label_bars needs at least one value")
-    highlight = list(highlight or [])
-    unknown = [h for h in highlight if h not in series.index]
-    if unknown:
-        raise KeyError(f"highlight names {unknown} are not among the labels {list(series.index)}")
+    highlight = _checked_highlight(highlight, series.index)
     own = ax is None
     fig, ax = _one(ax, figsize or (min(16.0, 2.5 + 0.42 * len(series)), 4.0))
     labels = [str(i) for i in series.index]
@@ -631,10 +637,7 @@ def annotation_coverage(coverage: pd.DataFrame, highlight: Sequence[str] | None 
     frame = coverage.astype("float64")
     if frame.empty:
         raise ValueError("annotation_coverage needs at least one source and one label")
-    highlight = list(highlight or [])
-    unknown = [h for h in highlight if h not in frame.columns]
-    if unknown:
-        raise KeyError(f"highlight names {unknown} are not among the labels {list(frame.columns)}")
+    highlight = _checked_highlight(highlight, frame.columns)
     own = ax is None
     fig, ax = _one(ax, figsize or (min(18.0, 3.5 + 0.5 * frame.shape[1]), 1.6 + 0.45 * frame.shape[0]))
     _heatmap(frame, ax, annot=True, cmap="Greens", vmin=0.0, vmax=1.0, cbar_label="fraction annotated")

@@ -20,13 +20,7 @@ from fbhelpers.models import MultiHeadNet
 from fbhelpers.tasks import FACE_TASKS
 from fbhelpers.train import evaluate, fit, load_checkpoint, predict
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a small shared CPU two threads spin-wait and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # A tiny handmade two-source face study, shared with the subprocess scripts below (written to a file).
