@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from fbhelpers.experiments import (
-    compare_coupling, comparison_table, delta_m_table, negative_transfer, paired_difference,
+    compare_coupling, comparison_table, delta_m_table, largest_first_quota, negative_transfer, paired_difference,
 )
 from fbhelpers.synthetic import face_study
 
@@ -57,9 +57,7 @@ def main() -> None:
     print(f"study {args.regime}/{args.preset} at {args.size} px: "
           + ", ".join(f"{n} {len(s.subset('train'))}+{len(s.subset('test'))}" for n, s in study.sources.items()))
     print(f"unlabelled AUs (no training source): {list(study.info['unlabelled_aus'])}")
-    sizes = {n: len(s.subset("train")) for n, s in study.sources.items()}
-    largest = max(sizes, key=sizes.get)
-    quota = {n: args.quota_largest if n == largest else args.quota for n in sizes}
+    quota = largest_first_quota(study.split("train"), args.quota_largest, small=args.quota)
     start, cpu = time.perf_counter(), time.process_time()
     results = compare_coupling(
         study, variants=args.variants.split(","), seeds=[int(s) for s in args.seeds.split(",")],

@@ -86,6 +86,16 @@ def _sources_for(study: Study, task: Task) -> dict:
     return {n: s for n, s in train.items() if len(s) and TaskDataset(s, (task,)).labelled[task.name]}
 
 
+def largest_first_quota(sources: Mapping[str, Any], quota: int, small: int | None = None) -> dict[str, int]:
+    """Per-source rows per step of the CPU-sized face runs [choice]: ``quota`` from the largest source (by rows)
+    and ``small`` (default a quarter of ``quota``, at least 2) from every other one, so a small source is not
+    cycled through dozens of times per pass over the large one while every loss term stays in every batch."""
+    sizes = {name: len(src) for name, src in sources.items()}
+    largest = max(sizes, key=sizes.get)
+    small = max(2, quota // 4) if small is None else small
+    return {name: quota if name == largest else small for name in sizes}
+
+
 def _train_scored(
     data: Study, tasks: Sequence[Task], sources: Mapping, couplings: Sequence, config: LossConfig, seed: int, *,
     steps: int, quota: int | Mapping[str, int], backbone: str, backbone_kw: Mapping[str, Any] | None, lr: float,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runner
+from .experiments import ABLATIONS
 
 NOTEBOOKS: dict[str, str] = {
     "00": "00_quickstart",
@@ -45,7 +46,7 @@ NOTEBOOKS: dict[str, str] = {
 }
 ENV_DATA_ROOT = "FB_DATA_ROOT"
 
-_ALL_ABLATIONS = ["mt_dm_sum", "mt_dm_detach", "mt_coann_hard", "mt_dm_both"]
+_ALL_ABLATIONS = list(ABLATIONS)
 _BASE: dict[str, dict[str, Any]] = {
     "smoke": dict(data="synthetic", image_size=24, n_scale=0.1, steps=30, eval_every=0, quota=8, n_seeds=1,
                   backbone="cnn4", device="cpu", backbone_kw={}, n_classes=8, ablation=_ALL_ABLATIONS),

@@ -8,7 +8,7 @@ import torch
 
 from fbhelpers.train import evaluate
 from fbhelpers.experiments import (
-    compare_coupling, comparison_table, delta_m_table, negative_transfer, paired_difference,
+    compare_coupling, comparison_table, delta_m_table, largest_first_quota, negative_transfer, paired_difference,
 )
 
 
@@ -144,3 +144,10 @@ def test_class_attribute_study_groups_and_histories():
     assert f1.loc["mean_f1_labelled", "value"] == pytest.approx(np.nanmean(labelled))
     aucs = [f1.loc[f"auc_{a}", "value"] for a in study.info["attributes_unlabelled"]]
     assert f1.loc["mean_auc_unlabelled", "value"] == pytest.approx(np.nanmean(aucs))
+
+
+def test_largest_first_quota():
+    sources = {"big": list(range(600)), "a": list(range(30)), "b": list(range(15))}
+    assert largest_first_quota(sources, 32) == {"big": 32, "a": 8, "b": 8}
+    assert largest_first_quota(sources, 4) == {"big": 4, "a": 2, "b": 2}
+    assert largest_first_quota(sources, 32, small=5) == {"big": 32, "a": 5, "b": 5}
