@@ -324,7 +324,6 @@ _NUISANCE_COLUMNS: tuple[str, ...] = tuple(sample_nuisance(0).columns)
 FACE_SCALE = 0.36  # face half-height in image sizes at scale 1
 _GAMMA = 0.6  # rendered strength = intensity ** _GAMMA [choice]: intensity 0.25 draws at 0.43
 _CHUNK_PIXELS = 32 * 64 * 64  # pixels per rendered chunk: its working set stays in cache (speed only)
-_OCC_BLOCK = 128  # rows per block deciding the occluder layer (the chunk size of earlier versions)
 
 
 def _pose_order(dx: np.ndarray, dy: np.ndarray, chunk: int) -> np.ndarray:
@@ -379,13 +378,15 @@ _WINDOWS: dict[str, Box] = {
     "hair": (-1.1, -1.45, 1.1, 1.0), "face": (-0.95, -1.15, 0.95, 1.25), "occluder": (-1.05, -0.8, 1.05, 1.2),
     "features": (-0.74, -0.78, 0.74, 1.24),  # union of brows .. chin: where crease and high can be non-zero
 }
+_MAX_LAYERS = 17  # composited layers of an occluded face, background included
 _LUMA = np.array([[0.299, 0.587, 0.114]], np.float32)
 
 
 def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, channels: int,
-                  occluder_layer: bool) -> np.ndarray:
-    """Render one chunk; ``prm`` maps nuisance columns to float32 arrays (n, 1, 1); ``occluder_layer``: composite
-    an occluder layer (transparent for the unoccluded samples)."""
+                  occluder_layer: bool, workspace: np.ndarray) -> np.ndarray:
+    """Render one chunk; ``prm`` maps nuisance columns to float32 arrays (n, 1, 1); ``occluder_layer``: every
+    sample of the chunk is occluded; ``workspace``: a float32 buffer of at least n * (layers + 1) * size ** 2
+    reused across chunks (fresh memory would cost a page fault per 4 kB)."""
     n = len(inten)
     f32 = np.float32
 
@@ -564,28 +565,27 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
                (np.clip(crease[w], 0.0, 0.85), skin * 0.55, w), nostril, *eyes, brow, *mouth, fringe]
     if occluder_layer:
         w = window("occluder")
-        i = np.flatnonzero(prm["occ"][:, 0, 0] > 0)
-        du, dv = U[w][i] - prm["occ_u"][i], V[w][i] - prm["occ_v"][i]
-        hu, hv_ = prm["occ_w"][i], prm["occ_h"][i]
-        r = prm["occ_round"][i] * np.minimum(hu, hv_)
+        du, dv = U[w] - prm["occ_u"], V[w] - prm["occ_v"]
+        hu, hv_ = prm["occ_w"], prm["occ_h"]
+        r = prm["occ_round"] * np.minimum(hu, hv_)
         qx, qy = np.maximum(np.abs(du) - hu + r, 0.0), np.maximum(np.abs(dv) - hv_ + r, 0.0)
-        a_occ = np.zeros_like(U[w])
-        a_occ[i] = _alpha(np.sqrt(qx * qx + qy * qy) - r, ppu[i])
-        layers.append((a_occ, rgb("occ"), w))
+        layers.append((_alpha(np.sqrt(qx * qx + qy * qy) - r, ppu), rgb("occ"), w))
 
     # composite top-down: weight_k = alpha_k * prod_{j > k} (1 - alpha_j) inside each layer's window, 0 outside;
     # the background gets the rest; colours mixed by one (C x k) @ (k x HW) product per sample
     k = len(layers) + 1
-    weights = np.empty((n, k, size, size), f32)
+    if k > _MAX_LAYERS:
+        raise RuntimeError(f"{k} layers to composite but _MAX_LAYERS is {_MAX_LAYERS}; raise it")
+    weights = workspace[:n * k * size * size].reshape(n, k, size, size)
+    weights.fill(0.0)
     colours = np.empty((n, k, 3), f32)
-    rest = np.ones((n, size, size), f32)
+    rest = weights[:, -1]
+    rest.fill(1.0)
     for i, (alpha, colour, w) in enumerate(reversed(layers)):
-        wi, (_, rows, cols) = weights[:, i], w
-        wi[:, :rows.start] = wi[:, rows.stop:] = wi[:, rows, :cols.start] = wi[:, rows, cols.stop:] = 0
-        np.multiply(alpha, rest[w], out=wi[w])
-        rest[w] -= wi[w]
+        wi = weights[:, i][w]
+        np.multiply(alpha, rest[w], out=wi)
+        rest[w] -= wi
         colours[:, i] = colour
-    weights[:, -1] = rest
     colours[:, -1] = rgb("bg")
     if channels == 1:
         colours = colours @ _LUMA.T
@@ -613,9 +613,7 @@ def render_faces(intensities: np.ndarray | pd.DataFrame, nuisance: pd.DataFrame,
 
     Vectorised numpy: each feature is an antialiased implicit shape in face coordinates composited in one
     matrix product (no per-image drawing). A DataFrame with ``i_AU*`` columns (from :func:`sample_labels`) is
-    accepted. Row i of the output depends only on row i of the inputs (batch-independent noise), except that a
-    grey image may differ by one level at rare pixels with whether its 128-row block holds an occluder (the layer
-    count changes the BLAS summation order; kept so that images stay bit-identical to earlier versions).
+    accepted. Row i of the output depends only on row i of the inputs (batch-independent noise).
     """
     _check_render_args(size, channels)
     if isinstance(intensities, pd.DataFrame):
@@ -633,18 +631,16 @@ def render_faces(intensities: np.ndarray | pd.DataFrame, nuisance: pd.DataFrame,
     prm = {c: nuisance[c].to_numpy(np.float32)[:, None, None] for c in _NUISANCE_COLUMNS if c != "noise_seed"}
     prm["noise_seed"] = nuisance["noise_seed"].to_numpy(np.float64).astype(np.uint32)[:, None, None]
     n, chunk = len(inten), max(1, _CHUNK_PIXELS // (size * size))
-    # The layer count changes the BLAS summation order of grey images, so every sample of an _OCC_BLOCK-row block
-    # holding an occluder gets the occluder layer, as when chunks were those blocks (keeps images bit-identical).
-    occ = np.zeros(-(-n // _OCC_BLOCK) * _OCC_BLOCK, bool)
-    occ[:n] = prm["occ"][:, 0, 0] > 0
-    with_occ = np.repeat(occ.reshape(-1, _OCC_BLOCK).any(axis=1), _OCC_BLOCK)[:n]
+    occluded = prm["occ"][:, 0, 0] > 0
     out = np.empty((n, size, size, channels), np.uint8)
-    for flag in (False, True):
-        group = np.flatnonzero(with_occ == flag)
+    workspace = np.empty(min(n, chunk) * _MAX_LAYERS * size * size, np.float32)
+    for flag in (False, True):  # occluded faces get one more layer
+        group = np.flatnonzero(occluded == flag)
         group = group[_pose_order(prm["dx"][group, 0, 0], prm["dy"][group, 0, 0], chunk)]
         for start in range(0, len(group), chunk):
             rows = group[start:start + chunk]
-            out[rows] = _render_chunk(inten[rows], {c: x[rows] for c, x in prm.items()}, size, channels, flag)
+            out[rows] = _render_chunk(inten[rows], {c: x[rows] for c, x in prm.items()}, size, channels, flag,
+                                       workspace)
     return out
 
 
