@@ -20,7 +20,8 @@ story, per sample (:func:`sample_labels`, then :func:`render_faces`):
 Each AU changes pixels only inside its region (:data:`AU_REGIONS`, boxes in face coordinates; :func:`region_mask`
 maps them to pixels for a given pose, grown by the one-pixel antialiased edge), which
 ``tests/test_synthetic_faces.py`` checks; :data:`AU_EFFECTS` says what each AU draws. An AU of intensity ``x`` is
-drawn at strength ``x ** 0.6`` **[choice]** so that the weakest active intensity stays visible at 64 px.
+drawn at strength ``x ** 0.5`` **[choice]** so that the weakest active intensity stays visible at 48 px
+(at intensity 0.25 every AU changes on average 12 to 45 pixels of a 48 px face by more than 8 grey levels).
 
 Face coordinates: ``u`` to the viewer's right, ``v`` downwards, the face ellipse has half-height about 1 and
 half-width about 0.77 and is centred at the origin; the face is mirror-symmetric in ``u``.
@@ -44,7 +45,7 @@ def _mirror(u0: float, v0: float, u1: float, v1: float) -> tuple[Box, Box]:
     return ((-u1, v0, -u0, v1), (u0, v0, u1, v1))
 
 
-_MOUTH: tuple[Box, ...] = ((-0.56, 0.30, 0.56, 0.92),)
+_MOUTH: tuple[Box, ...] = ((-0.64, 0.20, 0.64, 0.92),)
 # AU -> boxes (u0, v0, u1, v1) in face coordinates outside which the AU never changes a pixel.
 AU_REGIONS: dict[str, tuple[Box, ...]] = {
     "AU1": ((-0.46, -0.74, 0.46, -0.02),),           # inner brows + central forehead
@@ -56,9 +57,9 @@ AU_REGIONS: dict[str, tuple[Box, ...]] = {
     "AU9": ((-0.22, -0.16, 0.22, 0.38),),             # nose bridge + nostrils
     "AU10": ((-0.46, 0.16, 0.46, 0.74),),             # upper lip + nasolabial folds
     "AU12": _MOUTH,                                    # lip corners up, mouth wider
-    "AU14": _mirror(0.14, 0.32, 0.54, 0.78),          # dimples beside the lip corners
+    "AU14": _mirror(0.14, 0.20, 0.62, 0.84),          # dimples beside the lip corners
     "AU15": _MOUTH,                                    # lip corners down + marionette lines
-    "AU17": ((-0.42, 0.40, 0.42, 1.22),),             # lower lip + chin
+    "AU17": ((-0.50, 0.30, 0.50, 1.22),),             # lower lip + chin
     "AU20": _MOUTH,                                    # lips stretched sideways
     "AU23": _MOUTH,                                    # lips tightened (thinner, narrower, darker)
     "AU24": _MOUTH,                                    # lips pressed + bulges above/below
@@ -73,8 +74,9 @@ AU_EFFECTS: dict[str, str] = {
     "AU9": "nose wrinkle: bridge lines + nostrils lifted", "AU10": "upper-lip raise (teeth) + nasolabial folds",
     "AU12": "lip-corner pull: corners up, mouth wider", "AU14": "dimpler: dimples beside the corners",
     "AU15": "lip-corner depress: corners down + marionette lines", "AU17": "chin raise: chin texture, lower lip out",
-    "AU20": "lip stretch: mouth wide and flat, thin lips", "AU23": "lip tighten: narrow, thin, dark lips",
-    "AU24": "lip press: thin lips + bulges above and below", "AU25": "lips part: small opening with teeth",
+    "AU20": "lip stretch: mouth wide and flat, thin lips",
+    "AU23": "lip tighten: narrow, dark lips with a pressed rim",
+    "AU24": "lip press: thin lips + light bulges above and below", "AU25": "lips part: small opening with teeth",
     "AU26": "jaw drop: wide opening, chin lowered",
 }
 
@@ -267,7 +269,7 @@ _IDENTITY: dict[str, tuple[float, float]] = {
     "eye_low": (0.04, 0.05), "iris_size": (0.038, 0.047),
     "brow_gap": (0.17, 0.23), "brow_in": (0.08, 0.12), "brow_out": (0.0, 0.05), "brow_th": (0.026, 0.045),
     "brow_arch": (0.0, 0.05), "nose_y": (0.22, 0.31), "nose_w": (0.055, 0.08),
-    "mouth_y": (0.50, 0.58), "mouth_w": (0.20, 0.27), "lip_up": (0.028, 0.045), "lip_low": (0.038, 0.055),
+    "mouth_y": (0.50, 0.58), "mouth_w": (0.20, 0.27), "lip_up": (0.035, 0.05), "lip_low": (0.045, 0.062),
     "hairline": (-0.92, -0.70), "hair_vol": (1.04, 1.16), "hair_len": (-0.2, 0.9),
 }
 
@@ -322,7 +324,7 @@ _NUISANCE_COLUMNS: tuple[str, ...] = tuple(sample_nuisance(0).columns)
 # ---------------------------------------------------------------------------------------------------- renderer
 
 FACE_SCALE = 0.36  # face half-height in image sizes at scale 1
-_GAMMA = 0.6  # rendered strength = intensity ** _GAMMA [choice]: intensity 0.25 draws at 0.43
+_GAMMA = 0.5  # rendered strength = intensity ** _GAMMA [choice]: intensity 0.25 draws at 0.5
 _CHUNK_PIXELS = 32 * 64 * 64  # pixels per rendered chunk: its working set stays in cache (speed only)
 
 
@@ -348,25 +350,21 @@ def _box(du: np.ndarray, dv: np.ndarray, hu, hv) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _pixel_hash(h: int, w: int) -> np.ndarray:
-    """Per-pixel term of :func:`_hash_noise` (read-only, cached per image size)."""
-    x = np.arange(h * w, dtype=np.uint32).reshape(1, h, w) * np.uint32(0x9E3779B1)
-    x.flags.writeable = False
-    return x
+def _noise_windows(size: int) -> np.ndarray:
+    """All size x size windows of a fixed (3 size)^2 texture of uniform noise in [-0.5, 0.5) (read-only view)."""
+    texture = np.random.default_rng(0x5EED).random((3 * size, 3 * size), dtype=np.float32) - np.float32(0.5)
+    texture.flags.writeable = False
+    return np.lib.stride_tricks.sliding_window_view(texture, (size, size))
 
 
-def _hash_noise(seeds: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Uniform noise in [-0.5, 0.5) from an integer hash of (seed (n, 1, 1) uint32, pixel): batch-independent."""
-    x = _pixel_hash(h, w) + seeds * np.uint32(0x85EBCA77)
-    x ^= x >> np.uint32(16)
-    x *= np.uint32(0x7FEB352D)
-    x ^= x >> np.uint32(15)
-    x *= np.uint32(0x846CA68B)
-    x ^= x >> np.uint32(16)
-    out = x.astype(np.float32)
-    out *= np.float32(1.0 / 2 ** 32)
-    out -= np.float32(0.5)
-    return out
+def _pixel_noise(seeds: np.ndarray, size: int) -> np.ndarray:
+    """Per-image noise (n, size, size): the window of the shared texture that the image's seed picks.
+
+    One gather per image instead of a per-pixel hash (speed); batch-independent. The (2 size + 1)^2 windows
+    overlap, so images share shifted noise: harmless, since the noise carries no label."""
+    windows = _noise_windows(size)
+    offset = seeds.reshape(-1) % np.uint32(windows.shape[0] * windows.shape[1])
+    return windows[offset // windows.shape[1], offset % windows.shape[1]]
 
 
 # Face-coordinate windows (u0, v0, u1, v1) that contain every pixel a feature group can touch; each group is
@@ -487,7 +485,7 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
     i = on["AU6"]
     if i.size:
         w = window("cheeks")
-        v, ua, s6, p6, lw6 = V[w][i], Ua[w][i], 0.6 * a["AU6"][i], ppu[i], lw[i]
+        v, ua, s6, p6, lw6 = V[w][i], Ua[w][i], 0.85 * a["AU6"][i], ppu[i], lw[i]
         cu, cv, ew6 = ex[i] + 0.04, ey[i] + 0.1, ew[i]
         q = np.sqrt(((ua - cu) / (ew6 * 1.1)) ** 2 + ((v - cv) / 0.1) ** 2)
         lower = np.maximum(cv + 0.04 - v, np.abs(ua - cu) - ew6 * 0.85)
@@ -502,28 +500,28 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
     ny, nw = prm["nose_y"], prm["nose_w"]
     cr += 0.25 * _alpha(_box(ua - nw * 0.75, v - (ey + ny) / 2 - 0.02, lw * 0.8, (ny - ey) / 2 - 0.06), ppu)
     period = np.maximum(f32(0.045), f32(2.5) / ppu)
-    add(cr, "AU9", 0.65, lambda u_, dv_, p_, lw_: np.maximum(
-        np.abs(dv_ / p_ - np.rint(dv_ / p_)) * p_ - lw_, _box(u_, dv_ - 0.1, 0.085, 0.075)), u, v - ey, period, lw)
-    q = np.sqrt(((ua - nw * 0.8) / (0.03 * (1 + 0.4 * a["AU9"]))) ** 2 + ((v - ny + 0.035 * a["AU9"]) / 0.018) ** 2)
+    add(cr, "AU9", 0.9, lambda u_, dv_, p_, lw_: np.maximum(
+        np.abs(dv_ / p_ - np.rint(dv_ / p_)) * p_ - lw_, _box(u_, dv_ - 0.1, 0.1, 0.09)), u, v - ey, period, lw)
+    q = np.sqrt(((ua - nw * 0.8) / (0.03 * (1 + 0.6 * a["AU9"]))) ** 2 + ((v - ny + 0.05 * a["AU9"]) / 0.018) ** 2)
     nostril = (_alpha((q - 1) * 0.018, ppu), skin * 0.35, w)
 
     # mouth (AU10, 12, 14, 15, 20, 23, 24, 25, 26; AU17 thickens the lower lip)
     w = window("mouth")
     u, v, ua, cr = U[w], V[w], Ua[w], crease[w]
     my, mw0 = prm["mouth_y"], prm["mouth_w"]
-    mw = mw0 * (1 + 0.2 * a["AU12"] + 0.22 * a["AU20"] - 0.16 * a["AU23"])
-    cy = -0.085 * a["AU12"] + 0.08 * a["AU15"] + 0.015 * a["AU20"]
+    mw = mw0 * (1 + 0.35 * a["AU12"] + 0.32 * a["AU20"] - 0.25 * a["AU23"])
+    cy = -0.15 * a["AU12"] + 0.11 * a["AU15"] + 0.02 * a["AU20"]
     tm = u / mw
     t2 = tm * tm
     wm = 1 - t2
     c = my + cy * t2
-    o_top = c - (0.004 + 0.025 * a["AU25"] + 0.035 * a["AU10"]) * wm
-    o_bot = c + (0.004 + 0.03 * a["AU25"] + 0.14 * a["AU26"]) * wm
-    thin = np.maximum(1 - 0.35 * a["AU20"] - 0.5 * a["AU23"] - 0.55 * a["AU24"], 0.25)
+    o_top = c - (0.004 + 0.04 * a["AU25"] + 0.035 * a["AU10"]) * wm
+    o_bot = c + (0.004 + 0.045 * a["AU25"] + 0.14 * a["AU26"]) * wm
+    thin = np.maximum(1 - 0.4 * a["AU20"] - 0.2 * a["AU23"] - 0.6 * a["AU24"], 0.2)
     up_top = o_top - prm["lip_up"] * thin * wm
-    lo_bot = o_bot + prm["lip_low"] * (thin + 0.3 * a["AU17"]) * wm
+    lo_bot = o_bot + prm["lip_low"] * (thin + 0.45 * a["AU17"]) * wm
     opening = _alpha(np.maximum(np.maximum(o_top - v, v - o_bot) - 0.008, (np.abs(tm) - 1) * mw), ppu)
-    mouth = [(_alpha(np.maximum(up_top - v, v - lo_bot), ppu), rgb("lips") * (1 - 0.35 * vis[:, [AUS.index("AU23")]]),
+    mouth = [(_alpha(np.maximum(up_top - v, v - lo_bot), ppu), rgb("lips") * (1 - 0.7 * vis[:, [AUS.index("AU23")]]),
               w), (opening, np.repeat(np.array([[72, 24, 30]], f32), n, 0), w),
              (opening * _alpha(v - o_top - 0.035 * wm, ppu), np.repeat(np.array([[236, 230, 216]], f32), n, 0), w)]
     # nasolabial folds (AU10)
@@ -531,17 +529,24 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
         np.abs(ua_ - nw_ - 0.05 - (mw_ + 0.02 - nw_) * np.clip((v_ - ny_) / (my_ - ny_), 0.0, 1.0)
                - 0.06 * np.clip((v_ - ny_) / (my_ - ny_), 0.0, 1.0) * np.clip((my_ - v_) / (my_ - ny_), 0.0, 1.0))
         - lw_, np.abs(v_ - (ny_ + my_) / 2 - 0.01) - (my_ - ny_) / 2 + 0.01), ua, v, ny, my, nw, mw0, lw)
-    # corner marks: dimples (AU14), marionette lines (AU15), stretch lines (AU20); lip-press bulges (AU24)
+    # corner marks: dimples (AU14), marionette lines (AU15), stretch lines (AU20); lip-press bulges (AU24);
+    # a pressed rim around tightened lips (AU23)
     dc, vc = ua - mw, v - my - cy
-    add(cr, "AU14", 0.75, lambda dc_, vc_, lw_: _box(dc_ - 0.045, vc_, lw_ * 1.2, 0.04), dc, vc, lw)
-    add(cr, "AU15", 0.6, lambda dc_, vc_, lw_: np.maximum(np.abs(dc_ - 0.02 - 0.25 * vc_) - lw_,
-                                                          np.abs(vc_ - 0.07) - 0.06), dc, vc, lw)
-    add(cr, "AU20", 0.55, lambda dc_, vc_, lw_: _box(dc_ - 0.06, vc_, 0.045, lw_), dc, vc, lw)
+    add(cr, "AU14", 1.0, lambda dc_, vc_, lw_: np.minimum(
+        np.maximum(np.abs(dc_ - 0.06 - 3.0 * vc_ * vc_) - 1.8 * lw_, np.abs(vc_) - 0.11),
+        np.sqrt((dc_ - 0.1) ** 2 + vc_ * vc_) - 0.05), dc, vc, lw)
+    add(high[w], "AU14", 0.6, lambda dc_, vc_: _box(dc_ - 0.02, vc_, 0.025, 0.08), dc, vc)
+    add(cr, "AU15", 0.85, lambda dc_, vc_, lw_: np.maximum(np.abs(dc_ - 0.02 - 0.25 * vc_) - lw_,
+                                                           np.abs(vc_ - 0.08) - 0.08), dc, vc, lw)
+    add(cr, "AU20", 0.8, lambda dc_, vc_, lw_: _box(dc_ - 0.08, vc_, 0.07, lw_), dc, vc, lw)
+    add(cr, "AU23", 1.0, lambda v_, t_, b_, tm_, mw_, lw_: np.maximum(
+        np.abs(np.maximum(t_ - v_, v_ - b_) - 1.5 * lw_) - 1.5 * lw_, (np.abs(tm_) - 1.0) * mw_),
+        v, up_top, lo_bot, tm, mw, lw)
     edge = (np.abs(tm) - 0.75) * mw
-    add(cr, "AU24", 0.6, lambda v_, t_, b_, e_, lw_: np.minimum(
-        np.maximum(np.abs(v_ - t_ + 0.03) - lw_, e_), np.maximum(np.abs(v_ - b_ - 0.03) - lw_, e_)),
+    add(high[w], "AU24", 1.0, lambda v_, t_, b_, e_, lw_: np.minimum(
+        np.maximum(np.abs(v_ - t_ + 0.065) - 1.5 * lw_, e_), np.maximum(np.abs(v_ - b_ - 0.065) - 1.5 * lw_, e_)),
         v, up_top, lo_bot, edge, lw)
-    add(cr, "AU17", 0.6, lambda v_, b_, t2_, tm_, mw_, lw_: np.maximum(
+    add(cr, "AU17", 0.8, lambda v_, b_, t2_, tm_, mw_, lw_: np.maximum(
         np.abs(v_ - b_ - 0.05 - 0.05 * t2_) - lw_, (np.abs(tm_) - 0.6) * mw_), v, lo_bot, t2, tm, mw, lw)
 
     # chin (AU17): dimpled chin boss that follows the jaw (AU26)
@@ -551,8 +556,8 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
         u, v, s17, p17 = U[w][i], V[w][i], a["AU17"][i], ppu[i]
         q = np.sqrt((u / 0.17) ** 2 + ((v - my[i] - 0.3 - jaw[i]) / 0.1) ** 2)
         dots = np.cos(u * 60.0) * np.cos(v * 60.0)
-        crease[w][i] += 0.45 * s17 * _alpha(np.maximum((q - 1) * 0.1, 0.2 - dots), p17)
-        high[w][i] += 0.25 * s17 * _alpha(np.maximum((q - 1) * 0.1, dots + 0.2), p17)
+        crease[w][i] += 0.7 * s17 * _alpha(np.maximum((q - 1) * 0.1, 0.2 - dots), p17)
+        high[w][i] += 0.4 * s17 * _alpha(np.maximum((q - 1) * 0.1, dots + 0.2), p17)
 
     # hair fringe on top of the face
     w = window("fringe")
@@ -593,7 +598,7 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
     # lighting (gain x linear gradient) and pixel noise
     gain, grad, gdir = prm["gain"], prm["grad"], prm["grad_dir"]
     light = (gain * grad * np.cos(gdir) / size) * gx + (gain + (gain * grad * np.sin(gdir) / size) * gy)
-    light += _hash_noise(prm["noise_seed"], size, size) * (prm["noise_sd"] * f32(np.sqrt(12.0)) / 128.0)
+    light += _pixel_noise(prm["noise_seed"], size) * (prm["noise_sd"] * f32(np.sqrt(12.0)) / 128.0)
     out = np.empty((n, size, size, channels), f32)
     np.multiply(img, light[:, None], out=out.transpose(0, 3, 1, 2))  # lit and interleaved to (n, H, W, C)
     out += f32(0.5)
