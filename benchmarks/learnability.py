@@ -44,7 +44,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from fbhelpers.losses import LossConfig  # noqa: E402
+from fbhelpers.losses import DIRECTIONS, Coupling, LossConfig  # noqa: E402
+from fbhelpers.relatedness import prior  # noqa: E402
 from fbhelpers.metrics import score_task  # noqa: E402
 from fbhelpers.models import MultiHeadNet  # noqa: E402
 from fbhelpers.source import Source  # noqa: E402
@@ -94,7 +95,9 @@ def train_cnn(train: Source, test: Source, args) -> tuple[MultiHeadNet, float, p
     model = MultiHeadNet(FACE_TASKS, "cnn4", widths=tuple(int(w) for w in args.widths.split(",")),
                          pool=args.pool, dropout=args.dropout)
     start = time.perf_counter()
-    history = fit(model, {"synthfaces": train}, FACE_TASKS, [], LossConfig(), steps=args.steps, quota=args.batch,
+    couplings = [Coupling("expr", "au", prior("du2014_basic"))] if args.dm != "none" else []
+    config = LossConfig(dm=None if args.dm == "none" else args.dm)
+    history = fit(model, {"synthfaces": train}, FACE_TASKS, couplings, config, steps=args.steps, quota=args.batch,
                   lr=args.lr, weight_decay=args.weight_decay, augment=AUGMENT[args.augment], channels_last=True,
                   device="cpu", seed=args.seed, progress=False,
                   eval_sources={"synthfaces": test} if args.eval_every else None, eval_every=args.eval_every or None)
@@ -151,6 +154,8 @@ def main() -> None:
     ap.add_argument("--augment", choices=list(AUGMENT), default="flip",
                     help="flip: horizontal flips only (the twin is left/right symmetric); default: "
                          "fbhelpers.batching.augment's defaults (crop, rotation, flip, brightness, contrast); none")
+    ap.add_argument("--dm", choices=["none", *DIRECTIONS], default="none",
+                    help="distribution matching with DU's table (METHOD.md §3); none = plain multi-task")
     ap.add_argument("--seed", type=int, default=0, help="CNN initialisation and sampling seed")
     ap.add_argument("--linear-c", type=float, default=0.01, help="inverse L2 strength of the logistic regressions")
     ap.add_argument("--linear-iter", type=int, default=100)
