@@ -1,6 +1,6 @@
 """Learnability of SynthFaces (issue 3; METHOD.md §1, §7): a small CNN vs linear models on raw pixels, fully labelled.
 
-    python benchmarks/learnability.py                          # 5,000 train + 2,000 test, 64 px (~8 min on one core)
+    python benchmarks/learnability.py                          # 5,000 train + 2,000 test, 64 px (~6 min on one core)
     python benchmarks/learnability.py --steps 300 --no-linear --out runs/learnability_quick
 
 Data: :func:`fbhelpers.synthetic.make_faces` with the default :class:`FaceConfig` (the generator of every
@@ -45,9 +45,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from fbhelpers.losses import DIRECTIONS, Coupling, LossConfig  # noqa: E402
-from fbhelpers.relatedness import prior  # noqa: E402
 from fbhelpers.metrics import score_task  # noqa: E402
 from fbhelpers.models import MultiHeadNet  # noqa: E402
+from fbhelpers.relatedness import prior  # noqa: E402
 from fbhelpers.source import Source  # noqa: E402
 from fbhelpers.synthetic import FaceConfig, au_probabilities, bayes_ceiling, make_faces  # noqa: E402
 from fbhelpers.tasks import AU, AUS, EXPR, FACE_TASKS, VA, VA_LABELS  # noqa: E402
@@ -95,11 +95,11 @@ def train_cnn(train: Source, test: Source, args) -> tuple[MultiHeadNet, float, p
     model = MultiHeadNet(FACE_TASKS, "cnn4", widths=tuple(int(w) for w in args.widths.split(",")),
                          pool=args.pool, dropout=args.dropout)
     start = time.perf_counter()
-    couplings = [Coupling("expr", "au", prior("du2014_basic"))] if args.dm != "none" else []
-    config = LossConfig(dm=None if args.dm == "none" else args.dm)
-    history = fit(model, {"synthfaces": train}, FACE_TASKS, couplings, config, steps=args.steps, quota=args.batch,
-                  lr=args.lr, weight_decay=args.weight_decay, augment=AUGMENT[args.augment], channels_last=True,
-                  device="cpu", seed=args.seed, progress=False,
+    dm = None if args.dm == "none" else args.dm
+    couplings = [Coupling("expr", "au", prior("du2014_basic"))] if dm else []
+    history = fit(model, {"synthfaces": train}, FACE_TASKS, couplings, LossConfig(dm=dm), steps=args.steps,
+                  quota=args.batch, lr=args.lr, weight_decay=args.weight_decay, augment=AUGMENT[args.augment],
+                  channels_last=True, device="cpu", seed=args.seed, progress=False,
                   eval_sources={"synthfaces": test} if args.eval_every else None, eval_every=args.eval_every or None)
     return model, time.perf_counter() - start, history
 

@@ -61,7 +61,7 @@ AU_REGIONS: dict[str, tuple[Box, ...]] = {
     "AU15": _MOUTH,                                    # lip corners down + marionette lines
     "AU17": ((-0.50, 0.30, 0.50, 1.22),),             # lower lip + chin
     "AU20": _MOUTH,                                    # lips stretched sideways
-    "AU23": _MOUTH,                                    # lips tightened (thinner, narrower, darker)
+    "AU23": _MOUTH,                                    # lips tightened (narrower, darker, rimmed)
     "AU24": _MOUTH,                                    # lips pressed + bulges above/below
     "AU25": ((-0.50, 0.30, 0.50, 0.92),),             # lips part (teeth)
     "AU26": ((-0.86, 0.32, 0.86, 1.32),),             # jaw drop: mouth opens, chin lowers
@@ -376,15 +376,14 @@ _WINDOWS: dict[str, Box] = {
     "hair": (-1.1, -1.45, 1.1, 1.0), "face": (-0.95, -1.15, 0.95, 1.25), "occluder": (-1.05, -0.8, 1.05, 1.2),
     "features": (-0.74, -0.78, 0.74, 1.24),  # union of brows .. chin: where crease and high can be non-zero
 }
-_MAX_LAYERS = 17  # composited layers of an occluded face, background included
 _LUMA = np.array([[0.299, 0.587, 0.114]], np.float32)
 
 
 def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, channels: int,
-                  occluder_layer: bool, workspace: np.ndarray) -> np.ndarray:
+                  occluder_layer: bool, workspace: list[np.ndarray]) -> np.ndarray:
     """Render one chunk; ``prm`` maps nuisance columns to float32 arrays (n, 1, 1); ``occluder_layer``: every
-    sample of the chunk is occluded; ``workspace``: a float32 buffer of at least n * (layers + 1) * size ** 2
-    reused across chunks (fresh memory would cost a page fault per 4 kB)."""
+    sample of the chunk is occluded; ``workspace``: one float32 buffer for the layer weights, reused across chunks
+    and grown when too small (fresh memory for every chunk would cost a page fault per 4 kB)."""
     n = len(inten)
     f32 = np.float32
 
@@ -579,9 +578,9 @@ def _render_chunk(inten: np.ndarray, prm: dict[str, np.ndarray], size: int, chan
     # composite top-down: weight_k = alpha_k * prod_{j > k} (1 - alpha_j) inside each layer's window, 0 outside;
     # the background gets the rest; colours mixed by one (C x k) @ (k x HW) product per sample
     k = len(layers) + 1
-    if k > _MAX_LAYERS:
-        raise RuntimeError(f"{k} layers to composite but _MAX_LAYERS is {_MAX_LAYERS}; raise it")
-    weights = workspace[:n * k * size * size].reshape(n, k, size, size)
+    if workspace[0].size < n * k * size * size:
+        workspace[0] = np.empty(n * k * size * size, f32)
+    weights = workspace[0][:n * k * size * size].reshape(n, k, size, size)
     weights.fill(0.0)
     colours = np.empty((n, k, 3), f32)
     rest = weights[:, -1]
@@ -638,7 +637,7 @@ def render_faces(intensities: np.ndarray | pd.DataFrame, nuisance: pd.DataFrame,
     n, chunk = len(inten), max(1, _CHUNK_PIXELS // (size * size))
     occluded = prm["occ"][:, 0, 0] > 0
     out = np.empty((n, size, size, channels), np.uint8)
-    workspace = np.empty(min(n, chunk) * _MAX_LAYERS * size * size, np.float32)
+    workspace = [np.empty(0, np.float32)]
     for flag in (False, True):  # occluded faces get one more layer
         group = np.flatnonzero(occluded == flag)
         group = group[_pose_order(prm["dx"][group, 0, 0], prm["dy"][group, 0, 0], chunk)]
