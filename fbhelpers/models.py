@@ -319,12 +319,21 @@ class MultiHeadNet(nn.Module):
     :data:`VGGFACE_MEAN` / :data:`VGGFACE_STD` for VGG-FACE weights). ``pretrained_path`` loads a local state
     dict into the backbone (:func:`load_weights`, strict, renamed by ``pretrained_prefix_map``); extra keyword
     arguments go to the backbone factory. P2 §4: any backbone of :data:`BACKBONES` works.
+
+    ``head_inputs`` [choice, not in P0-P2; default None = every head on the shared features, as FaceBehaviorNet]:
+    ``{task: source_task}`` makes ``task``'s head a linear layer over the *probabilities* of ``source_task``'s
+    head (sigmoid for multilabel, softmax for multiclass, the values for regression), with the gradient stopped
+    there, so ``task`` trains only that small layer and its loss never reaches the shared trunk. For a class
+    visible only through its attributes (an expression through its AUs, the SynthFaces story), ``{"expr": "au"}``
+    is a 17 x 7 classifier that cannot memorise the faces whose label the AUs leave ambiguous, where a head on
+    the features can (``benchmarks/learnability.py``, README "SynthFaces learnability").
     """
 
     def __init__(self, tasks: Sequence[Task], backbone: str = "cnn4", in_channels: int = 3, dropout: float = 0.0,
                  pretrained_path: str | os.PathLike | None = None,
                  pretrained_prefix_map: Mapping[str, str | None] | None = None,
-                 mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.25, **backbone_kw) -> None:
+                 mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.25,
+                 head_inputs: Mapping[str, str] | None = None, **backbone_kw) -> None:
         super().__init__()
         tasks = tuple(tasks)
         if not tasks:
@@ -349,8 +358,19 @@ class MultiHeadNet(nn.Module):
         if bool((self.std <= 0).any()):
             raise ValueError(f"std must be positive, got {std}")
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({t.name: nn.Linear(self.feature_dim, t.n_outputs) for t in tasks})
-        self._regression = frozenset(t.name for t in tasks if t.kind == "regression")
+        by_name = {t.name: t for t in tasks}
+        self.head_inputs: dict[str, str] = dict(head_inputs or {})
+        for name, source in self.head_inputs.items():
+            if name not in by_name or source not in by_name:
+                unknown = [n for n in (name, source) if n not in by_name]
+                raise ValueError(f"head_inputs {name!r}: {source!r} names unknown tasks {unknown}; tasks: {names}")
+            if source == name or source in self.head_inputs:
+                raise ValueError(f"head_inputs {name!r}: {source!r} must be a task whose head reads the shared "
+                                 f"features (no self-reference or chain), got {self.head_inputs}")
+        self.heads = nn.ModuleDict({t.name: nn.Linear(
+            by_name[self.head_inputs[t.name]].n_outputs if t.name in self.head_inputs else self.feature_dim,
+            t.n_outputs) for t in tasks})
+        self._kinds = {t.name: t.kind for t in tasks}
 
     def _channel_stat(self, value: float | Sequence[float], what: str) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=torch.float32).flatten()
@@ -378,8 +398,15 @@ class MultiHeadNet(nn.Module):
         """``{task.name: (B, n_outputs)}``, plus the features ``(B, D)`` when ``return_features``."""
         feats = self.features(x)
         h = self.dropout(feats)
-        out = {}
-        for name, head in self.heads.items():
-            y = head(h)
-            out[name] = torch.tanh(y) if name in self._regression else y
+        raw = {name: head(h) for name, head in self.heads.items() if name not in self.head_inputs}
+        for name, source in self.head_inputs.items():
+            raw[name] = self.heads[name](self._probabilities(source, raw[source]).detach())
+        out = {name: torch.tanh(raw[name]) if self._kinds[name] == "regression" else raw[name] for name in self.heads}
         return (out, feats) if return_features else out
+
+    def _probabilities(self, name: str, raw: torch.Tensor) -> torch.Tensor:
+        """What a task's raw head output means: sigmoid (multilabel), softmax (multiclass), tanh (regression)."""
+        kind = self._kinds[name]
+        if kind == "multilabel":
+            return torch.sigmoid(raw)
+        return torch.softmax(raw, dim=1) if kind == "multiclass" else torch.tanh(raw)

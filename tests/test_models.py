@@ -104,6 +104,30 @@ def test_heads_and_task_checks():
         MultiHeadNet((Task("a.b", "multiclass", ("u", "v")),))
 
 
+def test_head_inputs_reads_source_probabilities_without_reaching_the_trunk():
+    torch.manual_seed(0)
+    net = MultiHeadNet(FACE_TASKS, "cnn4", widths=(8, 8, 8, 8), pool=2, head_inputs={"expr": "au"})
+    assert tuple(net.heads["expr"].weight.shape) == (7, 17)  # a 17 x 7 classifier, not one on the features
+    x = torch.rand(5, 3, 32, 32)
+    out = net(x)
+    assert list(out) == ["expr", "au", "va"]  # the tasks' order is kept
+    expected = net.heads["expr"](torch.sigmoid(out["au"]))
+    assert torch.allclose(out["expr"], expected)
+    out["expr"].sum().backward()
+    assert all(p.grad is None for p in net.backbone.parameters())  # gradient stopped at the AU probabilities
+    assert all(p.grad is None for p in net.heads["au"].parameters())
+    assert net.heads["expr"].weight.grad.abs().sum() > 0
+    # a multiclass source feeds its softmax, a regression source its tanh values
+    net = MultiHeadNet(FACE_TASKS, "cnn4", widths=(8, 8, 8, 8), head_inputs={"au": "expr", "va": "expr"})
+    out = net(x)
+    assert torch.allclose(out["au"], net.heads["au"](torch.softmax(out["expr"], dim=1)))
+    assert torch.allclose(out["va"], torch.tanh(net.heads["va"](torch.softmax(out["expr"], dim=1))))
+    for bad, match in (({"expr": "pose"}, r"unknown tasks \['pose'\]"), ({"expr": "expr"}, "no self-reference"),
+                       ({"expr": "au", "au": "va"}, "chain")):
+        with pytest.raises(ValueError, match=match):
+            MultiHeadNet(FACE_TASKS, "cnn4", head_inputs=bad)
+
+
 def test_load_weights_round_trip(tmp_path):
     torch.manual_seed(0)
     a = MultiHeadNet(FACE_TASKS, "cnn4").eval()
