@@ -34,3 +34,27 @@ def test_learnability_runs_and_scores(tmp_path):
         assert 0.0 <= summary[model]["test"]["au/mean_f1"] <= 1.0
         assert 0.0 <= summary[model]["test"]["expr/accuracy"] <= 1.0
     assert set(summary["verdict"]) >= {"au_mean_f1>=0.85", "expr_within_5_points_of_ceiling"}
+
+
+def test_learnability_bayes_rule_reads_sure_probabilities_as_binary_aus(monkeypatch):
+    """The soft-evidence Bayes rule (probabilities of the AU head) agrees with the binary rule at 0 / 1."""
+    import importlib
+    import os
+
+    import numpy as np
+
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the script sets thread variables on import
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    learnability = importlib.import_module("learnability")
+    config = learnability.FaceConfig()
+    aus = (np.random.default_rng(0).random((500, 17)) < 0.3).astype(float)
+    prevalence = np.full(17, 0.3)
+    hard = learnability.bayes_rule(aus, config)
+    assert np.array_equal(learnability.bayes_rule(aus, config, prevalence=prevalence), hard)
+    assert len(set(hard.tolist())) == 7  # every expression is reachable
+    # a face that shows happiness's prototype (AU6, AU12, AU25) with little doubt is happy under both rules
+    happy = np.full((1, 17), 0.02)
+    happy[0, [learnability.AUS.index(a) for a in ("AU6", "AU12", "AU25")]] = 0.9
+    code = learnability.EXPR.labels.index("happiness")
+    assert learnability.bayes_rule(happy, config, prevalence=prevalence)[0] == code
+    assert learnability.bayes_rule((happy > 0.5).astype(float), config)[0] == code
