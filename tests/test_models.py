@@ -122,6 +122,10 @@ def test_head_inputs_reads_source_probabilities_without_reaching_the_trunk():
     out = net(x)
     assert torch.allclose(out["au"], net.heads["au"](torch.softmax(out["expr"], dim=1)))
     assert torch.allclose(out["va"], torch.tanh(net.heads["va"](torch.softmax(out["expr"], dim=1))))
+    net = MultiHeadNet(FACE_TASKS, "cnn4", widths=(8, 8, 8, 8), head_inputs={"expr": "va"})
+    out = net(x)
+    assert tuple(net.heads["expr"].weight.shape) == (7, 2)
+    assert torch.allclose(out["expr"], net.heads["expr"](out["va"]))  # out["va"] is already tanh'd
     for bad, match in (({"expr": "pose"}, r"unknown tasks \['pose'\]"), ({"expr": "expr"}, "no self-reference"),
                        ({"expr": "au", "au": "va"}, "chain")):
         with pytest.raises(ValueError, match=match):
