@@ -326,7 +326,8 @@ class MultiHeadNet(nn.Module):
     there, so ``task`` trains only that small layer and its loss never reaches the shared trunk. For a class
     visible only through its attributes (an expression through its AUs, the SynthFaces story), ``{"expr": "au"}``
     is a 17 x 7 classifier that cannot memorise the faces whose label the AUs leave ambiguous, where a head on
-    the features can (``benchmarks/learnability.py``, README "SynthFaces learnability").
+    the features can (``benchmarks/learnability.py``, README "SynthFaces learnability"). The head's shape depends
+    on it, so a saved state dict loads only into a model built with the same ``head_inputs``.
     """
 
     def __init__(self, tasks: Sequence[Task], backbone: str = "cnn4", in_channels: int = 3, dropout: float = 0.0,
