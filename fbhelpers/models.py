@@ -309,6 +309,14 @@ def load_weights(module: nn.Module, path: str | os.PathLike, strict: bool = True
 
 
 # ----------------------------------------------------------------------------------------------- network
+def output_probabilities(kind: str, output: torch.Tensor) -> torch.Tensor:
+    """What a :class:`MultiHeadNet` output means for a task of ``kind``: softmax (multiclass), sigmoid
+    (multilabel), the values themselves (regression, already in [-1, 1])."""
+    if kind == "multiclass":
+        return torch.softmax(output, dim=1)
+    return torch.sigmoid(output) if kind == "multilabel" else output
+
+
 class MultiHeadNet(nn.Module):
     """FaceBehaviorNet-style network (P1 §4, P0 §3): shared backbone -> features ``(B, D)`` -> dropout -> one
     linear head per task (``nn.ModuleDict`` keyed by ``task.name``).
@@ -399,15 +407,14 @@ class MultiHeadNet(nn.Module):
         """``{task.name: (B, n_outputs)}``, plus the features ``(B, D)`` when ``return_features``."""
         feats = self.features(x)
         h = self.dropout(feats)
-        raw = {name: head(h) for name, head in self.heads.items() if name not in self.head_inputs}
+        out = {name: self._activate(name, head(h)) for name, head in self.heads.items()
+               if name not in self.head_inputs}
         for name, source in self.head_inputs.items():
-            raw[name] = self.heads[name](self._probabilities(source, raw[source]).detach())
-        out = {name: torch.tanh(raw[name]) if self._kinds[name] == "regression" else raw[name] for name in self.heads}
+            inputs = output_probabilities(self._kinds[source], out[source]).detach()
+            out[name] = self._activate(name, self.heads[name](inputs))
+        out = {name: out[name] for name in self.heads}  # the tasks' order
         return (out, feats) if return_features else out
 
-    def _probabilities(self, name: str, raw: torch.Tensor) -> torch.Tensor:
-        """What a task's raw head output means: sigmoid (multilabel), softmax (multiclass), tanh (regression)."""
-        kind = self._kinds[name]
-        if kind == "multilabel":
-            return torch.sigmoid(raw)
-        return torch.softmax(raw, dim=1) if kind == "multiclass" else torch.tanh(raw)
+    def _activate(self, name: str, y: torch.Tensor) -> torch.Tensor:
+        """A head's output: ``tanh`` for regression tasks, the logits otherwise."""
+        return torch.tanh(y) if self._kinds[name] == "regression" else y

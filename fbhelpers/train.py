@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from . import batching
 from .batching import MultiSourceLoader, TaskDataset, image_files, decode_image, to_device, to_float
 from .losses import Coupling, LossConfig, combined_loss, coupling_tensor
 from .metrics import score_task
+from .models import output_probabilities
 from .source import Source
 from .synthetic.study import Study
 from .tasks import Task
@@ -434,9 +434,7 @@ def _outputs(model: nn.Module, images: np.ndarray | torch.Tensor, tasks: Sequenc
         out = model(x)
         probs = {}
         for t in tasks:
-            y = out[t.name].float()
-            y = F.softmax(y, 1) if t.kind == "multiclass" else torch.sigmoid(y) if t.kind == "multilabel" else y
-            probs[t.name] = y.cpu().numpy()
+            probs[t.name] = output_probabilities(t.kind, out[t.name].float()).cpu().numpy()
         return probs
 
     chunks = _eval_batches(model, images, batch_size, device, amp, forward)
