@@ -21,7 +21,7 @@ from .batching import TaskDataset
 from .losses import LossConfig
 from .metrics import delta_m
 from .models import MultiHeadNet
-from .synthetic.study import Study
+from .study import Study
 from .tasks import Task
 from .train import evaluate, fit
 
@@ -39,14 +39,8 @@ HEADLINE: tuple[str, ...] = ("accuracy", "macro_f1", "mean_f1", "mean_f1_labelle
 LOWER_IS_BETTER: frozenset[str] = frozenset()
 
 
-def _study(study: Study | str | Callable[[int], Study], seed: int, size: int) -> Study:
-    if isinstance(study, Study):
-        return study
-    if isinstance(study, str):
-        from .synthetic import face_study
-
-        return face_study(preset=study, size=size, seed=seed)
-    return study(seed)
+def _study(study: Study | Callable[[int], Study], seed: int) -> Study:
+    return study if isinstance(study, Study) else study(seed)
 
 
 def _label_groups(study: Study) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -116,7 +110,7 @@ def _train_scored(
 
 
 def compare_coupling(
-    study: Study | str | Callable[[int], Study] = "scarce_au",
+    study: Study | Callable[[int], Study],
     variants: Sequence[str] = ("st", "mt", "mt_coann", "mt_dm", "mt_both"),
     seeds: Sequence[int] = (0, 1, 2),
     *,
@@ -124,7 +118,6 @@ def compare_coupling(
     quota: int | Mapping[str, int] = 32,
     backbone: str = "cnn4",
     backbone_kw: Mapping[str, Any] | None = None,
-    size: int = 48,
     lr: float = 5e-3,
     loss: Mapping[str, Any] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -137,7 +130,7 @@ def compare_coupling(
 ) -> pd.DataFrame:
     """Train every variant for every seed and score every task on every test set (METHOD.md §5; P1 §5 tables).
 
-    ``study``: a ``Study``, a ``face_study`` preset name (built at ``size`` px) or a callable ``seed -> Study``.
+    ``study``: a ``Study`` or a callable ``seed -> Study``.
     ``data_seed``: the study is built once with this seed (only training seeds vary); None = one study per seed.
     ``variants``: ``"st"`` (one model per task, trained on the sources labelling it) and keys of ``VARIANTS``
     (or of ``configs``, name -> ``LossConfig`` keyword arguments, which extends / overrides ``VARIANTS``);
@@ -161,10 +154,10 @@ def compare_coupling(
 
     frames, seconds = [], {}
     runs = [(v, s) for s in seeds for v in variants]
-    fixed = _study(study, data_seed, size) if data_seed is not None else None
+    fixed = _study(study, data_seed) if data_seed is not None else None
     quiet = progress is False or (progress is None and bool(os.environ.get("CI")))
     for variant, seed in tqdm(runs, desc="compare", disable=quiet):
-        data = fixed or _study(study, seed, size)
+        data = fixed or _study(study, seed)
         if variant == "st":
             jobs = [((t,), _sources_for(data, t), (), LossConfig(**(loss or {}))) for t in data.tasks]
         else:
@@ -293,7 +286,7 @@ class VariantRun(NamedTuple):
 
 
 def fit_variant(
-    study: Study | str,
+    study: Study | Callable[[int], Study],
     variant: str = "mt_dm",
     seed: int = 0,
     *,
@@ -301,7 +294,6 @@ def fit_variant(
     quota: int | Mapping[str, int] = 32,
     backbone: str = "cnn4",
     backbone_kw: Mapping[str, Any] | None = None,
-    size: int = 48,
     lr: float = 5e-3,
     loss: Mapping[str, Any] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -322,7 +314,7 @@ def fit_variant(
     table = {**VARIANTS, **(configs or {})}
     if variant not in table:
         raise ValueError(f"unknown variant {variant!r}; known are {sorted(table)} ('st' is compare_coupling's)")
-    data = _study(study, data_seed, size)
+    data = _study(study, data_seed)
     config = LossConfig(**{**(loss or {}), **table[variant]})
     model, history, scores = _train_scored(
         data, data.tasks, data.split("train"), data.couplings, config, seed, steps=steps, quota=quota,

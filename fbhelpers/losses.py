@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .study import Coupling
 from .tasks import Task, find_task
 
 CoannMode = Literal["hard", "soft"]
@@ -404,19 +405,6 @@ def distribution_matching(
 
 
 # ----------------------------------------------------------------------------------------------- the total objective
-@dataclass
-class Coupling:
-    """A class task and an attribute task tied by a relatedness R (classes x attributes) (P0 §3, P1 §3, P2 §3).
-
-    ``relatedness`` is a ``Relatedness`` (aligned to the tasks' label orders by :func:`combined_loss`) or a plain
-    ``(C, K)`` tensor already in the tasks' orders.
-    """
-
-    class_task: str
-    attr_task: str
-    relatedness: Any
-
-
 @dataclass
 class LossConfig:
     """Flat loss settings (notebook parameters) for :func:`combined_loss` (METHOD.md §3 "Total"; P1 §3).

@@ -31,7 +31,7 @@ from .losses import Coupling, LossConfig, combined_loss, coupling_tensor
 from .metrics import score_task
 from .models import output_probabilities
 from .source import Source
-from .synthetic.study import Study
+from .study import Study
 from .tasks import Task
 
 CHECKPOINT = "last.pt"

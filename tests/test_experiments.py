@@ -47,7 +47,7 @@ def test_table_delta_m_and_negative_transfer():
 def test_tiny_comparison_runs_every_variant(tmp_path):
     import runpy
 
-    from fbhelpers.synthetic.study import Study
+    from fbhelpers.study import Study
     from test_train import TINY
 
     path = tmp_path / "tiny.py"
@@ -92,7 +92,7 @@ def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history(t
 
     from fbhelpers.experiments import ABLATIONS, VARIANTS, fit_variant
     from fbhelpers.losses import LossConfig
-    from fbhelpers.synthetic.study import Study
+    from fbhelpers.study import Study
     from fbhelpers.tasks import FACE_TASKS
     from test_train import TINY
 
@@ -124,7 +124,7 @@ def test_class_attribute_study_groups_and_histories():
     study = identity_study(n_identities=3, n_attributes=6, images_per_identity=4, attr_images_per_identity=4,
                            coann_images_per_identity=1, test_images_per_identity=2, size=32, seed=0)
     histories, models = {}, {}
-    r = compare_coupling(study, variants=("st", "mt_dm"), seeds=(0,), steps=2, quota=2, size=32,
+    r = compare_coupling(study, variants=("st", "mt_dm"), seeds=(0,), steps=2, quota=2,
                          backbone_kw={"widths": (4, 4, 4, 4)}, progress=False, augment=False, histories=histories,
                          models=models)
     assert set(histories) == {("st", 0, "identity"), ("st", 0, "attr"), ("mt_dm", 0, "identity+attr")}

@@ -14,7 +14,7 @@ from .objects import (
     HAIR_COLOURS, IDENTITY_ATTRIBUTES, SPECIES_ATTRIBUTES, SPECIES_GROUPS, identity_study, species_study,
 )
 from .regimes import AFFECTNET_COUNTS, AU_SETS, PRESETS, REGIMES, SourceSpec, face_study, source_specs
-from .study import Study
+from ..study import Study
 
 __all__ = [
     "AFFECTNET_COUNTS", "AU_EFFECTS", "AU_REGIONS", "AU_SETS", "CIRCUMPLEX", "HAIR_COLOURS", "IDENTITY_ATTRIBUTES",

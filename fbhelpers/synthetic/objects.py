@@ -22,7 +22,7 @@ import pandas as pd
 from ..relatedness import Relatedness, estimate
 from ..source import Source
 from ..tasks import attribute_task, classification_task
-from .study import Study
+from ..study import Coupling, Study
 
 _F = np.float32
 
@@ -695,8 +695,7 @@ def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTR
     truth (name ``synthetic_identity_truth``); ``info["bayes_accuracy_latent"]`` is the identity accuracy of the
     Bayes classifier that sees the latents (test rows of all sources), an upper bound for any image model.
     """
-    from ..losses import Coupling
-
+    
     n_identities = _check_int("n_identities", n_identities, 2)
     n_attributes = _check_int("n_attributes", n_attributes, 1, len(IDENTITY_ATTRIBUTES))
     size = _check_int("size", size, 32, 128)
@@ -785,8 +784,7 @@ def species_study(n_species: int = 50, n_attributes: int | None = None, images_p
     training. Presets: ``default`` (0.5), ``scarce_attr`` (0.25, few attribute images), ``full`` (1.0).
     ``info["bayes_accuracy_latent"]``: species accuracy of the Bayes classifier on the latents (upper bound).
     """
-    from ..losses import Coupling
-
+    
     n_species = _check_int("n_species", n_species, 2)
     size = _check_int("size", size, 32, 128)
     seed = _check_int("seed", seed, 0)

@@ -16,13 +16,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..losses import Coupling
 from ..relatedness import Relatedness, prior
 from ..source import Source
 from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, VA_LABELS
 from .faces import (FaceConfig, au_probabilities, bayes_ceiling, check_table, render_faces, sample_labels,
                     sample_nuisance)
-from .study import Study
+from ..study import Coupling, Study
 
 
 def _aus(*numbers: int) -> tuple[str, ...]:
