@@ -1,6 +1,7 @@
 """The data path: Source -> labelled arrays -> multi-source batches -> (augmented) float images.
 
-DESIGN.md data flow: ``table -> image store -> torch Dataset -> multi-source batch sampler -> batch``.
+DESIGN.md data flow: ``table -> image store -> torch Dataset -> multi-source batch sampler -> batch`` (the image
+store: the packed cache of ``datasets.cache``, or a twin's in-memory array).
 P0 §4 / P1 §4 train FaceBehaviorNet on batches that *mix the databases*, so that every loss term (each task's
 loss, co-annotation, distribution matching) is present in every step; ``MultiSourceLoader`` gives every batch a
 fixed quota of images from each source. Labels a source does not carry stay missing (mask ``False``, target
@@ -11,12 +12,8 @@ Everything random here is a pure function of ``(seed, step)`` (sampling) or of a
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import queue
 import threading
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -454,19 +451,25 @@ def augment(
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def decode_image(path: str | Path, size: int | tuple[int, int], mode: str = "RGB") -> np.ndarray:
-    """One image file -> uint8 ``(H, W, C)``: Pillow decode, EXIF orientation, convert to ``mode``
-    (``"RGB"`` or ``"L"``), bicubic resize to ``size`` (int = square; aspect ratio not kept [choice])."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def decode_image(path: str | Path, size: int | tuple[int, int], mode: str = "RGB",
+                 box: Sequence[float] | None = None) -> np.ndarray:
+    """One image file -> uint8 ``(H, W, C)``: Pillow decode, EXIF orientation, optional crop to ``box``
+    (``x, y, w, h`` in pixels of the upright image, rounded by Pillow; parts outside the image are black), convert
+    to ``mode`` (``"RGB"`` or ``"L"``), bicubic resize to ``size`` (int = square; aspect ratio not kept [choice]).
+    FileNotFoundError / ValueError naming the file and the reason (no Pillow traceback)."""
+    from PIL import Image, ImageOps
 
     h, w = (size, size) if isinstance(size, int) else size
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert(mode).resize((w, h), Image.Resampling.BICUBIC)
-            arr = np.asarray(im, dtype=np.uint8)
+            im = ImageOps.exif_transpose(im)
+            if box is not None:
+                x, y, bw, bh = box
+                im = im.crop((x, y, x + bw, y + bh))
+            arr = np.asarray(im.convert(mode).resize((w, h), Image.Resampling.BICUBIC), dtype=np.uint8)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # Pillow's ways to say "broken"
         raise ValueError(f"cannot decode image {path}: {err}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
@@ -480,76 +483,3 @@ def image_files(folder: str | Path) -> list[Path]:
     if not files:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     return files
-
-
-class ImageStore:
-    """Images decoded and resized once into one uint8 ``(N, H, W, C)`` array (DESIGN.md "image store").
-
-    Small sets (``<= memory_limit`` bytes, no ``cache_dir``) stay in memory. Otherwise the array is a ``.npy``
-    cache file in ``cache_dir`` (default ``$FBHELPERS_CACHE`` or ``~/.cache/fbhelpers``) opened with
-    ``mmap_mode="r"``, so ``Source(name, table, store.images)`` works for datasets larger than RAM. The cache
-    file is keyed on (paths, size, mode): a second run with the same list reuses it (delete it if the image
-    files change); it is written to a temporary file and renamed, so a killed run never leaves a half file.
-    Decoding runs on ``workers`` threads.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        size: int | tuple[int, int],
-        *,
-        mode: str = "RGB",
-        cache_dir: str | Path | None = None,
-        memory_limit: int = 2**30,
-        workers: int | None = None,
-        progress: bool | None = None,
-    ) -> None:
-        if mode not in ("RGB", "L"):
-            raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
-        self.paths = [str(p) for p in paths]
-        if not self.paths:
-            raise ValueError("ImageStore needs at least one image path")
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.mode = mode
-        self.workers = workers or min(8, os.cpu_count() or 1)
-        self.progress = progress
-        shape = (len(self.paths), *self.size, 3 if mode == "RGB" else 1)
-        self.cache_path: Path | None = None
-        if cache_dir is None and int(np.prod(shape)) <= memory_limit:
-            self.images = np.empty(shape, np.uint8)
-            self._fill(self.images)
-            return
-        root = Path(cache_dir or os.environ.get("FBHELPERS_CACHE") or Path.home() / ".cache" / "fbhelpers")
-        root.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256("\n".join([mode, repr(self.size), *self.paths]).encode()).hexdigest()[:24]
-        self.cache_path = root / f"images_{key}_{'x'.join(map(str, shape))}.npy"
-        if not self.cache_path.exists():
-            tmp = self.cache_path.with_name(f"{self.cache_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            try:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-                self._fill(out)
-                out.flush()
-                del out
-                os.replace(tmp, self.cache_path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-        self.images = np.load(self.cache_path, mmap_mode="r")
-        if self.images.shape != shape:
-            raise ValueError(f"cache {self.cache_path} holds shape {self.images.shape}, expected {shape}")
-
-    def _fill(self, out: np.ndarray) -> None:
-        from tqdm.auto import tqdm
-
-        disable = (not self.progress) if self.progress is not None else bool(os.environ.get("CI"))
-
-        def work(i: int) -> None:
-            out[i] = decode_image(self.paths[i], self.size, self.mode)
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            for _ in tqdm(pool.map(work, range(len(self.paths))), total=len(self.paths),
-                          desc="decoding images", disable=disable):
-                pass
-
-    def __len__(self) -> int:
-        return len(self.paths)

@@ -17,7 +17,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 @dataclass
 class Source:
-    """``table`` row ``i`` (positional) describes ``images[i]``; images are uint8 ``(N, H, W, C)``."""
+    """``table`` row ``i`` (positional) describes ``images[i]``; images are uint8 ``(N, H, W, C)``: a numpy array or
+    a lazy array-like with a ``take(index)`` method (``fbhelpers.datasets.cache.CachedImages``)."""
 
     name: str
     table: pd.DataFrame
@@ -47,11 +48,18 @@ class Source:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         keep = (self.table["split"] == split).to_numpy()
-        return Source(self.name, self.table[keep], self.images[keep])
+        return Source(self.name, self.table[keep], self._images_at(keep))
 
     def rows(self, index: np.ndarray) -> "Source":
         """The rows at positional ``index`` as a new ``Source`` (used for subsampling)."""
-        return Source(self.name, self.table.iloc[index], self.images[index])
+        return Source(self.name, self.table.iloc[index], self._images_at(index))
+
+    def _images_at(self, index: np.ndarray) -> np.ndarray:
+        """``images[index]`` (positions or a bool mask); a lazy view's ``take`` keeps it lazy (nothing is read)."""
+        if isinstance(self.images, np.ndarray) or not hasattr(self.images, "take"):
+            return self.images[index]
+        index = np.asarray(index)
+        return self.images.take(np.flatnonzero(index) if index.dtype == bool else index)
 
 
 def annotation_coverage(sources: Mapping[str, Source], tasks: Sequence) -> pd.DataFrame:

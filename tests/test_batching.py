@@ -1,14 +1,13 @@
-"""Data path: label arrays, multi-source sampling (quotas, sharding, resume), augmentation, image store."""
+"""Data path: label arrays, multi-source sampling (quotas, sharding, resume), augmentation; the cache: test_cache."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from fbhelpers.batching import (
-    ImageStore, MultiSourceLoader, MultiSourceSampler, TaskDataset, augment, collate, task_arrays, to_float,
+    MultiSourceLoader, MultiSourceSampler, TaskDataset, augment, collate, task_arrays, to_float,
 )
 from fbhelpers.source import Source
 from fbhelpers.tasks import AU, AUS, EXPR, FACE_TASKS, VA
@@ -166,27 +165,3 @@ def test_augment_flip_is_exact_and_ranges_hold():
     assert float(z1.min()) >= 0.0 and float(z1.max()) <= 1.0 and not torch.allclose(z1, x)
     with pytest.raises(ValueError, match="uint8"):
         to_float(x)
-
-
-def test_image_store_memory_and_cache(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(5):
-        p = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    mem = ImageStore(paths, 16, workers=2, progress=False)
-    assert mem.images.shape == (5, 16, 16, 3) and mem.cache_path is None
-    cached = ImageStore(paths, 16, cache_dir=tmp_path / "cache", progress=False)
-    assert isinstance(cached.images, np.memmap) and np.array_equal(cached.images, mem.images)
-    stamp = cached.cache_path.stat().st_mtime_ns
-    again = ImageStore(paths, 16, cache_dir=tmp_path / "cache", progress=False)
-    assert again.cache_path == cached.cache_path and again.cache_path.stat().st_mtime_ns == stamp
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.cache_path.name]  # no temp files
-    grey = ImageStore(paths[:2], (8, 12), mode="L", progress=False)
-    assert grey.images.shape == (2, 8, 12, 1)
-    src = Source("disk", pd.DataFrame({"split": ["train"] * 5}), cached.images)
-    assert TaskDataset(src, FACE_TASKS).gather(np.array([3, 1]))["image"].shape == (2, 3, 16, 16)
-    (tmp_path / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="broken.png"):
-        ImageStore([tmp_path / "broken.png"], 8, progress=False)

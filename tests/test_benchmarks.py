@@ -80,3 +80,16 @@ def test_learnability_bayes_rule_on_probabilities_is_the_posterior(monkeypatch):
     assert (expected >= 0).mean() > 0.9
     got = learnability.bayes_rule(probs, config, prevalence=prevalence)
     assert np.array_equal(got[expected >= 0], expected[expected >= 0])
+
+
+def test_bench_cache_builds_and_measures_memory(tmp_path):
+    """The cache benchmark runs end to end (``--quick``) and writes its figures: positive build rates for 1 and 2
+    workers and one peak-memory row per table size."""
+    import csv
+
+    run("bench_cache.py", "--quick", "--out", str(tmp_path / "cache.csv"))
+    with open(tmp_path / "cache.csv", newline="") as fh:
+        rows = {(r["measure"], r["setting"]): float(r["value"]) for r in csv.DictReader(fh)}
+    assert min(rows["build", "workers=1"], rows["build", "workers=2"]) > 0
+    peaks = [v for (m, s), v in rows.items() if m == "memory" and s.endswith("peak_fit_mib")]
+    assert len(peaks) == 2 and min(peaks) > 0
