@@ -1,8 +1,11 @@
-"""Command line: ``python -m fbhelpers run|demo|check-data|bench|refresh-references`` (DESIGN.md §Modules).
+"""Command line: ``python -m fbhelpers run|demo|check-data|make-fixture-root|cache|bench|refresh-references``
+(DESIGN.md §Modules).
 
     python -m fbhelpers run --profile demo [--only 02,05] [--out runs/NAME] [-p KEY VALUE ...]
     python -m fbhelpers demo [--profile demo]            # run + where the summary is + a short table
-    python -m fbhelpers check-data [--data-root PATH] [--manifest data_manifest.yaml] [--strict]
+    python -m fbhelpers check-data [--data-root PATH] [--manifest data_manifest.yaml] [--strict] [--record]
+    python -m fbhelpers make-fixture-root DIR            # tiny copies of every database, official layouts
+    python -m fbhelpers cache build NAME --root DIR --size 112 [--workers N] [--cache DIR] [--strict]
     python -m fbhelpers bench [--benchmarks-dir benchmarks]
     python -m fbhelpers refresh-references [--profile smoke]
 """
@@ -16,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from . import manifest, profiles, runner
+from . import datasets, manifest, profiles, runner
 
 
 def parse_value(text: str) -> Any:
@@ -77,6 +80,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _check_line(check: manifest.DatasetCheck, width: int) -> str:
+    """One dataset's line of ``check-data``: status, folder, counts against the manifest, notebooks it serves."""
+    head = f"{check.name.ljust(width)}  {check.status.ljust(10)}"
+    if check.rows is None:
+        return f"{head}  {check.folder or ''}"
+    expected = f" of ~{check.expected_rows:,} expected" if check.expected_rows else ""
+    uses = f"; used by {', '.join(nb[:2] for nb in check.notebooks)}" if check.notebooks else ""
+    return (f"{head}  {check.folder}: {check.rows:,} label rows{expected}, {check.images:,} images, "
+            f"{check.no_image:,} label rows without an image{uses}")
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     manifest_path = runner.find_repo_path(args.manifest)
     try:
@@ -85,19 +99,41 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         root = None
         print(f"data root: {err}")
-    report = manifest.check_data(manifest_path, root)
-    width = max((len(name) for name, _, _ in report), default=0)
-    for name, status, details in report:
-        if status == "found":
-            print(f"{name.ljust(width)}  found     {details[0]}")
-        else:
-            label = "missing" if status == "missing" else "sha256 mismatch"
-            print(f"{name.ljust(width)}  {label} ({len(details)} path(s) looked for):")
-            for detail in details:
-                print(f"{'':{width}}    {detail}")
-    n_found = sum(status == "found" for _, status, _ in report)
-    print(f"{n_found}/{len(report)} datasets found")
-    return 1 if args.strict and n_found < len(report) else 0
+    checks = manifest.check_data(manifest_path, root)
+    width = max((len(c.name) for c in checks), default=0)
+    for check in checks:
+        print(_check_line(check, width))
+        for problem in check.problems:
+            print(f"{'':{width}}    {problem}")
+    n_found = sum(c.status in ("found", "changed") for c in checks)
+    print(f"{n_found}/{len(checks)} datasets found")
+    enabled = manifest.enabled_notebooks(checks)
+    needs = {nb: "ready" if ok else "needs " + ", ".join(profiles.DATASETS[nb]["required"])
+             for nb, ok in enabled.items()}
+    print("paper profile: " + ", ".join(f"{nb} {state}" for nb, state in needs.items()))
+    if args.record:
+        if root is None:
+            raise ValueError("--record needs a data root")
+        path, n = manifest.record_lock(manifest_path, root)
+        print(f"recorded the sha256 of {n} annotation files in {path}")
+    return 1 if args.strict and n_found < len(checks) else 0
+
+
+def cmd_make_fixture_root(args: argparse.Namespace) -> int:
+    root = datasets.make_fixture_root(args.directory, seed=args.seed)
+    print(f"wrote tiny copies of {len(datasets.NAMES)} databases in their official layouts under {root}")
+    print(f"try: python -m fbhelpers check-data --data-root {root}")
+    return 0
+
+
+def cmd_cache_build(args: argparse.Namespace) -> int:
+    table = datasets.load(args.name, args.root)
+    crop = "box" if args.crop and set(datasets.cache.BOX_COLUMNS) <= set(table.columns) else None
+    boxes = table[list(datasets.cache.BOX_COLUMNS)].to_numpy(float) if crop else None
+    packed = datasets.build_cache(table["path"], args.root, args.size, args.cache, boxes=boxes, workers=args.workers,
+                                  strict=args.strict, progress=not args.no_progress)
+    print(f"{args.name}: {len(table):,} label rows; {packed.stats.summary()}; cache {packed.folder}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -148,7 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data-root", default=None, help="default: $FB_DATA_ROOT")
     check.add_argument("--manifest", default="data_manifest.yaml")
     check.add_argument("--strict", action="store_true", help="exit 1 unless every dataset is found")
+    check.add_argument("--record", action="store_true",
+                       help=f"write the sha256 of the annotation files present to DATA_ROOT/{manifest.LOCK}")
     check.set_defaults(func=cmd_check_data)
+    fixture = sub.add_parser("make-fixture-root",
+                             help="write tiny copies of every database in its official layout (a test data root)")
+    fixture.add_argument("directory")
+    fixture.add_argument("--seed", type=int, default=0)
+    fixture.set_defaults(func=cmd_make_fixture_root)
+    cache = sub.add_parser("cache", help="the packed image cache of a dataset")
+    cache_sub = cache.add_subparsers(dest="action", required=True)
+    build = cache_sub.add_parser("build", help="decode, crop and resize every image of a dataset once (resumable)")
+    build.add_argument("name", choices=datasets.NAMES)
+    build.add_argument("--root", required=True, help="the dataset's own folder, e.g. DATA/AffectNet")
+    build.add_argument("--size", type=int, default=112, help="image side in pixels (the notebooks' image_size)")
+    build.add_argument("--workers", type=int, default=None, help="decoding processes (default: the cores, <= 8)")
+    build.add_argument("--cache", default=None, help="cache folder (default $FBHELPERS_CACHE or ~/.cache/fbhelpers)")
+    build.add_argument("--strict", action="store_true", help="stop at the first image that does not decode")
+    build.add_argument("--no-crop", dest="crop", action="store_false", help="ignore face boxes (AffectNet)")
+    build.add_argument("--no-progress", action="store_true")
+    build.set_defaults(func=cmd_cache_build)
     bench = sub.add_parser("bench", help="run benchmarks/*.py and print their output")
     bench.add_argument("--benchmarks-dir", default="benchmarks")
     bench.set_defaults(func=cmd_bench)

@@ -1,20 +1,26 @@
-"""The real datasets of ``data_manifest.yaml``: reading it, checking a data root, and the notebooks' guard.
+"""The real datasets of ``data_manifest.yaml``: checking a data root, the lock file, and the notebooks' guard.
 
 DESIGN.md: every real dataset is listed with its expected layout under the data root; nothing is downloaded.
-``python -m fbhelpers check-data`` prints the report; notebooks in the ``paper`` profile call :func:`require`,
-which stops at once with a message naming the dataset, where it was looked for, and that command.
+``python -m fbhelpers check-data`` prints, per database, found / missing / incomplete (which files), the rows its
+loader reads against the manifest's expected count, how many label rows have no image, and which notebooks it
+enables; ``--record`` writes the sha256 of the annotation files present into ``fbhelpers-data.lock.json`` in the
+data root, and a later check reports every file that changed since. Notebooks in the ``paper`` profile call
+:func:`require`, which stops at once with a message naming the dataset, where it was looked for, and that command.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import profiles, runner
+from . import datasets, profiles, runner
 
 MANIFEST = "data_manifest.yaml"
+LOCK = "fbhelpers-data.lock.json"
 
 
 def _sha256(path: Path) -> str:
@@ -27,13 +33,14 @@ def _sha256(path: Path) -> str:
 
 def load_manifest(path: Path) -> list[dict[str, Any]]:
     """The ``datasets`` of ``data_manifest.yaml``, each checked for ``name``, ``root`` and ``files``; a file is a
-    relative path or ``{path, sha256}``; a dataset may also give ``sha256: {relative path: hex}``."""
+    relative path or ``{path, sha256}``; a dataset may also give ``sha256: {relative path: hex}``,
+    ``annotations`` (glob patterns of the files the lock file hashes; default ``files``) and ``expected_rows``."""
     if not path.exists():
         raise FileNotFoundError(f"manifest {path} not found (pass --manifest)")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
         raise ValueError(f"{path}: expected a mapping with a 'datasets:' list")
-    datasets = []
+    entries = []
     for i, entry in enumerate(data["datasets"]):
         missing = [k for k in ("name", "root", "files") if not isinstance(entry, dict) or k not in entry]
         if missing:
@@ -48,28 +55,108 @@ def load_manifest(path: Path) -> list[dict[str, Any]]:
                 files.append((str(item["path"]), item.get("sha256") or checksums.get(str(item["path"]))))
             else:
                 files.append((str(item), checksums.get(str(item))))
-        datasets.append({"name": str(entry["name"]), "root": str(entry["root"]), "files": files})
-    return datasets
+        entries.append({"name": str(entry["name"]), "root": str(entry["root"]), "files": files,
+                        "annotations": [str(p) for p in entry.get("annotations") or [f for f, _ in files]],
+                        "expected_rows": entry.get("expected_rows")})
+    return entries
 
 
-def check_data(manifest: Path, root: Path | None) -> list[tuple[str, str, list[str]]]:
-    """Per dataset ``(name, status, details)``: status "found", "missing" (details = the paths looked for that
-    are absent) or "mismatch" (sha256 differs; details = those files)."""
-    report = []
+@dataclass
+class DatasetCheck:
+    """What ``check-data`` found for one database under the data root."""
+
+    name: str
+    status: str  # found | missing | incomplete | mismatch (manifest sha256) | changed (since the lock file)
+    folder: Path | None
+    problems: list[str] = field(default_factory=list)
+    rows: int | None = None  # label rows the loader keeps (with an image)
+    images: int | None = None  # distinct image files of those rows
+    no_image: int | None = None  # label rows whose image file is absent
+    expected_rows: int | None = None
+    notebooks: list[str] = field(default_factory=list)
+
+
+def annotation_files(folder: Path, patterns: list[str]) -> list[Path]:
+    """The files matching ``patterns`` under ``folder`` (a folder pattern contributes every file below it)."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        for hit in folder.glob(pattern):
+            found.update(p for p in hit.rglob("*") if p.is_file()) if hit.is_dir() else found.add(hit)
+    return sorted(found)
+
+
+def _count(check: DatasetCheck) -> None:
+    """Rows, images and rows without an image as the registered loader reads them (a loader error makes the
+    dataset incomplete)."""
+    try:
+        table = datasets.load(check.name, check.folder)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
+        check.status, check.problems = "incomplete", [str(err)]
+        return
+    check.rows, check.images = len(table), int(table["path"].nunique())
+    check.no_image = int(table.attrs.get("skipped", {}).get("no image file", 0))
+
+
+def _changed(folder: Path, name: str, lock: dict[str, Any]) -> list[str]:
+    """Annotation files of ``name`` that differ from (or are gone since) the lock file's record."""
+    problems = []
+    for rel, digest in lock.get(name, {}).items():
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: gone since --record")
+        elif _sha256(path) != digest:
+            problems.append(f"{rel}: changed since --record")
+    return problems
+
+
+def check_data(manifest: Path, root: Path | None, count: bool = True) -> list[DatasetCheck]:
+    """One :class:`DatasetCheck` per manifest dataset. ``count``: read each found dataset with its loader (rows,
+    images, rows without an image); a lock file in ``root`` (``--record``) adds "changed" files."""
+    lock = json.loads((root / LOCK).read_text()) if root is not None and (root / LOCK).is_file() else {}
+    checks = []
     for ds in load_manifest(manifest):
+        uses = [nb for nb, need in profiles.DATASETS.items() if ds["name"] in need["required"] + need["optional"]]
+        check = DatasetCheck(ds["name"], "missing", None, expected_rows=ds["expected_rows"], notebooks=uses)
+        checks.append(check)
         if root is None:
-            report.append((ds["name"], "missing", [f"<no data root>/{ds['root']}"]))
+            check.problems = [f"<no data root>/{ds['root']}"]
             continue
-        base = root / ds["root"]
-        absent = [str(base / rel) for rel, _ in ds["files"] if not (base / rel).is_file()]
-        if not ds["files"] and not base.is_dir():
-            absent = [str(base)]
+        check.folder = base = root / ds["root"]
+        if not base.is_dir():
+            check.problems = [str(base)]
+            continue
+        absent = [str(base / rel) for rel, _ in ds["files"] if not (base / rel).exists()]
         if absent:
-            report.append((ds["name"], "missing", absent))
+            check.status, check.problems = "incomplete", absent
             continue
         bad = [str(base / rel) for rel, sha in ds["files"] if sha and _sha256(base / rel) != str(sha).lower()]
-        report.append((ds["name"], "mismatch" if bad else "found", bad or [str(base)]))
-    return report
+        check.status, check.problems = ("mismatch", bad) if bad else ("found", [])
+        if count and check.status == "found" and ds["name"] in datasets.LOADERS:
+            _count(check)
+        changed = _changed(base, ds["name"], lock)
+        if changed and check.status == "found":
+            check.status, check.problems = "changed", changed
+    return checks
+
+
+def record_lock(manifest: Path, root: Path) -> tuple[Path, int]:
+    """Write the sha256 of every annotation file present (manifest ``annotations`` patterns) to ``root / LOCK``;
+    returns (lock path, number of files hashed)."""
+    lock = {}
+    for ds in load_manifest(manifest):
+        base = root / ds["root"]
+        if base.is_dir():
+            files = annotation_files(base, ds["annotations"])
+            lock[ds["name"]] = {str(p.relative_to(base)): _sha256(p) for p in files}
+    path = root / LOCK
+    runner.write_json_atomic(path, lock)
+    return path, sum(len(v) for v in lock.values())
+
+
+def enabled_notebooks(checks: list[DatasetCheck]) -> dict[str, bool]:
+    """Notebook stem -> whether every dataset its ``paper`` profile requires was found."""
+    found = {c.name for c in checks if c.status in ("found", "changed")}
+    return {nb: set(need["required"]) <= found for nb, need in profiles.DATASETS.items()}
 
 
 def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANIFEST) -> Path:
@@ -84,7 +171,16 @@ def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANI
         root = profiles.data_root(DATA_ROOT)
     except (ValueError, FileNotFoundError) as err:
         raise FileNotFoundError(f"dataset {name!r} needs a data root: {err}; {hint}") from None
-    status = dict((n, (s, d)) for n, s, d in check_data(path, root))[name]
-    if status[0] != "found":
-        raise FileNotFoundError(f"dataset {name!r} {status[0]} under {root}: looked for {status[1]}; {hint}")
+    check = {c.name: c for c in check_data(path, root, count=False)}[name]
+    if check.status not in ("found", "changed"):
+        raise FileNotFoundError(f"dataset {name!r} {check.status} under {root}: looked for {check.problems}; {hint}")
     return root / entries[name]["root"]
+
+
+def require_notebook(notebook: str, DATA_ROOT: str | None = None, manifest: str | Path = MANIFEST) -> Path:
+    """The data root of a notebook's ``paper`` profile, after :func:`require` of every dataset it needs
+    (``profiles.DATASETS``); the optional ones it uses are only looked for by the study builders."""
+    stem = profiles.notebook_key(notebook)
+    for name in profiles.DATASETS[stem]["required"]:
+        require(name, DATA_ROOT, manifest)
+    return profiles.data_root(DATA_ROOT)

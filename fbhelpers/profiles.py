@@ -46,6 +46,17 @@ NOTEBOOKS: dict[str, str] = {
 }
 ENV_DATA_ROOT = "FB_DATA_ROOT"
 
+#: notebook stem -> the real databases (``data_manifest.yaml`` names) its ``paper`` profile needs ("required") and
+#: uses when they are there ("optional"). Each notebook's header names the same; ``check-data`` reports them.
+DATASETS: dict[str, dict[str, list[str]]] = {
+    "00_quickstart": {"required": ["affectnet", "emotionet", "disfa", "affwild2"], "optional": []},
+    "01_relatedness_study": {"required": ["affwild2"], "optional": ["celeba", "cub"]},
+    "02_affect_case_study": {"required": ["affectnet", "emotionet", "disfa", "bp4d", "affwild2"], "optional": []},
+    "03_identity_attributes": {"required": ["celeba"], "optional": []},
+    "04_beyond_faces": {"required": ["cub"], "optional": []},
+    "05_zero_few_shot": {"required": ["affectnet", "emotionet", "rafdb_compound"], "optional": []},
+}
+
 _ALL_ABLATIONS = list(ABLATIONS)
 _BASE: dict[str, dict[str, Any]] = {
     "smoke": dict(data="synthetic", image_size=24, n_scale=0.1, steps=30, eval_every=0, quota=8, n_seeds=1,

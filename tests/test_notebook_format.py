@@ -139,3 +139,21 @@ def test_papermill_reads_every_parameter(path):
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assigned = [t.id for node in ast.parse(cell.source).body for t in getattr(node, "targets", [])]
     assert sorted(pm.inspect_notebook(str(path))) == sorted(assigned)
+
+
+DATASETS_LINE = re.compile(r"\*\*Datasets \(paper profile\)\.\*\* Required: ([^.]*)\."
+                           r"(?: Used when present: ([^.]*)\.)?")
+
+
+@pytest.mark.parametrize("path", _params())
+def test_header_names_the_paper_datasets(path):
+    """The header's "Datasets (paper profile)" line names exactly the databases ``profiles.DATASETS`` gives the
+    notebook (what ``check-data`` reports and ``manifest.require_notebook`` checks)."""
+    from fbhelpers import profiles
+
+    header = nbformat.read(path, as_version=4).cells[0].source
+    found = DATASETS_LINE.search(header)
+    assert found, f"{path.name}: no '**Datasets (paper profile).** Required: ...' line in the header"
+    names = [[n.strip() for n in part.split(",") if n.strip()] if part else [] for part in found.groups()]
+    need = profiles.DATASETS[path.stem]
+    assert names == [need["required"], need["optional"]]

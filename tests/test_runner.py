@@ -256,8 +256,8 @@ def test_check_data_reports_found_missing_and_checksums(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert re.search(r"^alpha\s+found", out, re.M)
-    assert re.search(r"^beta\s+missing", out, re.M) and str(root / "B" / "sub" / "ann" / "train.txt") in out
-    assert re.search(r"^gamma\s+sha256 mismatch", out, re.M) and "1/3 datasets found" in out
+    assert re.search(r"^beta\s+missing", out, re.M) and str(root / "B" / "sub") in out
+    assert re.search(r"^gamma\s+mismatch", out, re.M) and "1/3 datasets found" in out
     assert main(args + ["--strict"]) == 1
     manifest.write_text("datasets:\n  - name: delta\n    root: D\n")
     assert main(args) == 2
@@ -286,14 +286,18 @@ def test_require_names_dataset_paths_and_command(tmp_path, monkeypatch):
     (root / "A").mkdir(parents=True)
     (root / "A" / "labels.csv").write_text("x\n")
     manifest = tmp_path / "data_manifest.yaml"
+    (root / "C").mkdir()
     manifest.write_text(yaml.safe_dump({"datasets": [
         {"name": "alpha", "root": "A", "files": ["labels.csv"]},
         {"name": "beta", "root": "B", "files": ["ann.txt"]},
+        {"name": "gamma", "root": "C", "files": ["ann.txt"]},
     ]}))
     assert require("alpha", str(root), manifest) == root / "A"
-    with pytest.raises(FileNotFoundError, match=r"'beta' missing .*B/ann.txt.*check-data"):
+    with pytest.raises(FileNotFoundError, match=r"'gamma' incomplete .*C/ann.txt.*check-data"):
+        require("gamma", str(root), manifest)
+    with pytest.raises(FileNotFoundError, match=r"'beta' missing .*/B'.*check-data"):
         require("beta", str(root), manifest)
     with pytest.raises(FileNotFoundError, match=r"'alpha' needs a data root.*FB_DATA_ROOT"):
         require("alpha", None, manifest)
-    with pytest.raises(KeyError, match="known: \\['alpha', 'beta'\\]"):
-        require("gamma", str(root), manifest)
+    with pytest.raises(KeyError, match="known: \\['alpha', 'beta', 'gamma'\\]"):
+        require("delta", str(root), manifest)
