@@ -7,8 +7,8 @@ of the real databases, the packed image cache, the real-data study builders), ``
 study), ``losses`` (masked task losses, co-annotation, distribution matching), ``models`` (backbones, multi-head
 net), ``metrics``, ``batching`` (task datasets, multi-source sampler, augmentation), ``train`` (fit / evaluate /
 predict), ``experiments`` (the papers' ST vs MT vs coupling comparison), ``zeroshot``, ``plots``, ``widgets``,
-``profiles`` and ``runner`` (notebook set-up, ``record``, the papermill suite), ``manifest`` (checking a data root against ``data_manifest.yaml``). See the README for the
-public API.
+``profiles`` and ``runner`` (notebook set-up, ``record``, the papermill suite), ``manifest`` (checking a data root
+against ``data_manifest.yaml``). See the README for the public API.
 """
 from . import (
     batching, datasets, experiments, losses, manifest, metrics, models, plots, profiles, relatedness, runner, source,

@@ -85,10 +85,10 @@ def _check_line(check: manifest.DatasetCheck, width: int) -> str:
     head = f"{check.name.ljust(width)}  {check.status.ljust(10)}"
     if check.rows is None:
         return f"{head}  {check.folder or ''}"
-    expected = f" of ~{check.expected_rows:,} expected" if check.expected_rows else ""
+    expected = f" (the release has ~{check.expected_rows:,})" if check.expected_rows else ""
     uses = f"; used by {', '.join(nb[:2] for nb in check.notebooks)}" if check.notebooks else ""
-    return (f"{head}  {check.folder}: {check.rows:,} label rows{expected}, {check.images:,} images, "
-            f"{check.no_image:,} label rows without an image{uses}")
+    return (f"{head}  {check.folder}: {check.read:,} label rows read{expected}, {check.rows:,} kept, "
+            f"{check.images:,} images, {check.no_image:,} label rows without an image{uses}")
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
@@ -107,10 +107,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
             print(f"{'':{width}}    {problem}")
     n_found = sum(c.status in ("found", "changed") for c in checks)
     print(f"{n_found}/{len(checks)} datasets found")
-    enabled = manifest.enabled_notebooks(checks)
-    needs = {nb: "ready" if ok else "needs " + ", ".join(profiles.DATASETS[nb]["required"])
-             for nb, ok in enabled.items()}
-    print("paper profile: " + ", ".join(f"{nb} {state}" for nb, state in needs.items()))
+    missing = manifest.missing_for_notebooks(checks)
+    print("paper profile: " + ", ".join(f"{nb} {'needs ' + ', '.join(names) if names else 'ready'}"
+                                        for nb, names in missing.items()))
     if args.record:
         if root is None:
             raise ValueError("--record needs a data root")
@@ -127,7 +126,7 @@ def cmd_make_fixture_root(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
-    table = datasets.load(args.name, args.root)
+    table = datasets.load(args.name, args.root, **{key: parse_value(value) for key, value in args.option})
     crop = "box" if args.crop and set(datasets.cache.BOX_COLUMNS) <= set(table.columns) else None
     boxes = table[list(datasets.cache.BOX_COLUMNS)].to_numpy(float) if crop else None
     packed = datasets.build_cache(table["path"], args.root, args.size, args.cache, boxes=boxes, workers=args.workers,
@@ -202,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--cache", default=None, help="cache folder (default $FBHELPERS_CACHE or ~/.cache/fbhelpers)")
     build.add_argument("--strict", action="store_true", help="stop at the first image that does not decode")
     build.add_argument("--no-crop", dest="crop", action="store_false", help="ignore face boxes (AffectNet)")
+    build.add_argument("-o", "--option", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="a loader option (values parsed as YAML), e.g. -o images '{subject}/{frame:05d}.jpg'")
     build.add_argument("--no-progress", action="store_true")
     build.set_defaults(func=cmd_cache_build)
     bench = sub.add_parser("bench", help="run benchmarks/*.py and print their output")

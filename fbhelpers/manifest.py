@@ -69,6 +69,7 @@ class DatasetCheck:
     status: str  # found | missing | incomplete | mismatch (manifest sha256) | changed (since the lock file)
     folder: Path | None
     problems: list[str] = field(default_factory=list)
+    read: int | None = None  # label rows the loader read (kept + left out, by any reason)
     rows: int | None = None  # label rows the loader keeps (with an image)
     images: int | None = None  # distinct image files of those rows
     no_image: int | None = None  # label rows whose image file is absent
@@ -93,8 +94,13 @@ def _count(check: DatasetCheck) -> None:
     except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
         check.status, check.problems = "incomplete", [str(err)]
         return
+    skipped = table.attrs.get("skipped", {})
     check.rows, check.images = len(table), int(table["path"].nunique())
-    check.no_image = int(table.attrs.get("skipped", {}).get("no image file", 0))
+    check.read, check.no_image = len(table) + sum(skipped.values()), int(skipped.get("no image file", 0))
+    if not check.rows:
+        check.status = "incomplete"
+        check.problems = [f"no image file for any of the {check.read:,} label rows read: are the images unpacked "
+                          f"where the loader looks (see `fbhelpers.datasets.{check.name}` / the README)?"]
 
 
 def _changed(folder: Path, name: str, lock: dict[str, Any]) -> list[str]:
@@ -109,12 +115,16 @@ def _changed(folder: Path, name: str, lock: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_data(manifest: Path, root: Path | None, count: bool = True) -> list[DatasetCheck]:
-    """One :class:`DatasetCheck` per manifest dataset. ``count``: read each found dataset with its loader (rows,
-    images, rows without an image); a lock file in ``root`` (``--record``) adds "changed" files."""
+def check_data(manifest: Path, root: Path | None, count: bool = True,
+               names: list[str] | None = None) -> list[DatasetCheck]:
+    """One :class:`DatasetCheck` per manifest dataset (or per one of ``names``). ``count``: read each found dataset
+    with its loader (rows, images, rows without an image); a lock file in ``root`` (``--record``) adds "changed"
+    files."""
     lock = json.loads((root / LOCK).read_text()) if root is not None and (root / LOCK).is_file() else {}
     checks = []
     for ds in load_manifest(manifest):
+        if names is not None and ds["name"] not in names:
+            continue
         uses = [nb for nb, need in profiles.DATASETS.items() if ds["name"] in need["required"] + need["optional"]]
         check = DatasetCheck(ds["name"], "missing", None, expected_rows=ds["expected_rows"], notebooks=uses)
         checks.append(check)
@@ -153,10 +163,10 @@ def record_lock(manifest: Path, root: Path) -> tuple[Path, int]:
     return path, sum(len(v) for v in lock.values())
 
 
-def enabled_notebooks(checks: list[DatasetCheck]) -> dict[str, bool]:
-    """Notebook stem -> whether every dataset its ``paper`` profile requires was found."""
+def missing_for_notebooks(checks: list[DatasetCheck]) -> dict[str, list[str]]:
+    """Notebook stem -> the datasets its ``paper`` profile requires that were not found (empty: it can run)."""
     found = {c.name for c in checks if c.status in ("found", "changed")}
-    return {nb: set(need["required"]) <= found for nb, need in profiles.DATASETS.items()}
+    return {nb: [n for n in need["required"] if n not in found] for nb, need in profiles.DATASETS.items()}
 
 
 def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANIFEST) -> Path:
@@ -171,16 +181,16 @@ def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANI
         root = profiles.data_root(DATA_ROOT)
     except (ValueError, FileNotFoundError) as err:
         raise FileNotFoundError(f"dataset {name!r} needs a data root: {err}; {hint}") from None
-    check = {c.name: c for c in check_data(path, root, count=False)}[name]
-    if check.status not in ("found", "changed"):
-        raise FileNotFoundError(f"dataset {name!r} {check.status} under {root}: looked for {check.problems}; {hint}")
+    for check in check_data(path, root, count=False, names=[name]):
+        if check.status not in ("found", "changed"):
+            raise FileNotFoundError(f"dataset {name!r} {check.status} under {root}: looked for {check.problems}; "
+                                    f"{hint}")
     return root / entries[name]["root"]
 
 
 def require_notebook(notebook: str, DATA_ROOT: str | None = None, manifest: str | Path = MANIFEST) -> Path:
     """The data root of a notebook's ``paper`` profile, after :func:`require` of every dataset it needs
     (``profiles.DATASETS``); the optional ones it uses are only looked for by the study builders."""
-    stem = profiles.notebook_key(notebook)
-    for name in profiles.DATASETS[stem]["required"]:
+    for name in profiles.DATASETS[profiles.notebook_key(notebook)]["required"]:
         require(name, DATA_ROOT, manifest)
     return profiles.data_root(DATA_ROOT)

@@ -248,14 +248,15 @@ def test_celeba_fixture_top_identities_and_missing_images(tmp_path):
     celeba.write_fixture(tmp_path / "CelebA", seed=2)
     table = celeba.load(tmp_path / "CelebA")
     assert table.attrs["skipped"] == {"no image file": 1}
-    assert table["split"].value_counts().to_dict() == {"train": 17, "val": 10, "test": 10}
-    assert table.attrs["identity_labels"] == ["2880", "2937", "4990", "8692", "10101"]
-    for split in ("train", "val", "test"):
-        assert set(table.loc[table["split"] == split, "identity"]) == set(range(5))
-    top = celeba.load(tmp_path / "CelebA", top_identities=4)
-    assert top.attrs["identity_labels"] == ["2880", "2937", "4990", "8692"]
-    assert top.attrs["skipped"] == {"no image file": 1, "identity outside the top 4": 6}
-    assert sorted(top["identity"].unique()) == [0, 1, 2, 3] and len(top) == len(table) - 6
+    assert table["split"].value_counts().to_dict() == {"train": 14, "test": 10, "val": 5}
+    assert table.attrs["identity_labels"] == ["2880", "2937", "4990", "8692", "10101", "11500"]
+    by_split = {s: set(table.loc[table["split"] == s, "identity"]) for s in ("train", "val", "test")}
+    assert by_split == {"train": {0, 1, 2}, "val": {3}, "test": {4, 5}}       # identities disjoint, as in CelebA
+    top = celeba.load(tmp_path / "CelebA", top_identities=4)   # 2937 (6), then 2880, 8692, 10101 (5 each): ties
+    # go to the smaller number
+    assert top.attrs["identity_labels"] == ["2880", "2937", "8692", "10101"]
+    assert top.attrs["skipped"] == {"no image file": 1, "identity outside the top 4": 8}
+    assert sorted(top["identity"].unique()) == [0, 1, 2, 3] and len(top) == len(table) - 8
     with pytest.raises(ValueError, match="top_identities"):
         celeba.load(tmp_path / "CelebA", top_identities=0)
 

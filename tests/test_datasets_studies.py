@@ -48,19 +48,26 @@ def test_check_data_finds_every_database_with_counts(data_root, capsys):
     no_image = frames.attrs["skipped"]["no image file"]
     assert no_image > 0
     line = re.search(r"^affwild2\s+found\s.*$", out, re.M).group(0)
-    assert f"{len(frames):,} label rows" in line and f"{no_image:,} label rows without an image" in line
+    read = len(frames) + sum(frames.attrs["skipped"].values())
+    assert f"{read:,} label rows read, {len(frames):,} kept, {frames['path'].nunique():,} images" in line
+    assert f"{no_image:,} label rows without an image" in line
     assert "used by 00, 01, 02" in line
     assert "paper profile: " + ", ".join(f"{nb} ready" for nb in profiles.DATASETS) in out
 
 
 def test_check_data_reports_missing_and_incomplete(tmp_path, capsys):
-    root = datasets.make_fixture_root(tmp_path / "data", names=("celeba", "cub"))
+    import shutil
+
+    root = datasets.make_fixture_root(tmp_path / "data", names=("celeba", "cub", "rafdb_basic"))
     (root / "CelebA" / "identity_CelebA.txt").unlink()
+    shutil.rmtree(root / "RAF-DB" / "basic" / "Image")          # labels without any image: not usable
     assert main(["check-data", "--data-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^celeba\s+incomplete", out, re.M) and str(root / "CelebA" / "identity_CelebA.txt") in out
     assert re.search(r"^affectnet\s+missing", out, re.M) and re.search(r"^cub\s+found", out, re.M)
+    assert re.search(r"^rafdb_basic\s+incomplete", out, re.M) and "no image file for any of the 35 label rows" in out
     assert "03_identity_attributes needs celeba" in out and "04_beyond_faces ready" in out
+    assert "02_affect_case_study needs affectnet, emotionet, disfa, bp4d, affwild2" in out
     assert main(["check-data", "--data-root", str(root), "--strict"]) == 1
 
 
@@ -126,14 +133,45 @@ def test_class_attribute_studies_couple_with_their_tables(data_root, cache):
     assert not np.allclose(faces.relatedness.table["Eyeglasses"].to_numpy(), 0.5)
 
 
-def test_scale_rows_keeps_a_fraction_of_each_split(data_root, cache):
-    src = studies.affect_study(data_root, ["affectnet"], size=16, cache=cache, progress=False).sources["affectnet"]
-    half = studies.scale_rows(src, 0.5, seed=1)
+def test_scale_table_keeps_a_fraction_of_each_split_and_caches_only_those(data_root, tmp_path):
+    table = datasets.load("affectnet", data_root / "AffectNet")
+    half = studies.scale_table(table, 0.5, seed=1)
     for split in ("train", "test"):
-        n = int((src.table["split"] == split).sum())
-        assert int((half.table["split"] == split).sum()) == max(1, round(n * 0.5))
-    assert isinstance(half.images, CachedImages)
-    assert studies.scale_rows(src, 1.0) is src
+        n = int((table["split"] == split).sum())
+        assert int((half["split"] == split).sum()) == max(1, round(n * 0.5))
+    assert studies.scale_table(table, 1.0) is table
+    cache = tmp_path / "cache"
+    study = studies.affect_study(data_root, ["affectnet"], size=16, cache=cache, n_scale=0.5, progress=False)
+    assert len(study.sources["affectnet"]) == len(half)
+    built = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(built) == 1 and len(np.load(built[0] / "images.npy", mmap_mode="r")) == half["path"].nunique()
+
+
+def test_subsets_of_a_database_share_one_cache(data_root, tmp_path):
+    cache = tmp_path / "cache"
+    studies.species_study(data_root, size=16, cache=cache, progress=False)
+    studies.species_study(data_root, n_species=2, size=16, cache=cache, progress=False)
+    studies.identity_study(data_root, size=16, cache=cache, progress=False)
+    studies.identity_study(data_root, n_identities=2, size=16, cache=cache, progress=False)
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
+    test = studies.compound_source(data_root, size=16, cache=cache, progress=False)
+    every = studies.compound_source(data_root, split=None, size=16, cache=cache, progress=False)
+    assert set(test.table["split"]) == {"test"} and len(every) > len(test)
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 3
+
+
+def test_builders_refuse_sources_without_a_test_split_and_typos_in_hide(data_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "CUB_200_2011", root / "CUB_200_2011")
+    shutil.copy(data_root / "attributes.txt", root / "attributes.txt")
+    with pytest.raises(KeyError, match=r"has_bil_shape::"):
+        studies.species_study(root, size=16, cache=tmp_path / "c", hide=["has_bil_shape::"], progress=False)
+    split = root / "CUB_200_2011" / "train_test_split.txt"
+    split.write_text("".join(f"{line.split()[0]} 1\n" for line in split.read_text().splitlines()))
+    with pytest.raises(ValueError, match=r"sources without rows in a split they need: \{'cub': \['test'\]\}"):
+        studies.species_study(root, size=16, cache=tmp_path / "c", progress=False)
 
 
 PAPER_OVERRIDES = {"steps": 2, "image_size": 24, "quota": 4, "backbone": "cnn4", "eval_every": 0, "n_seeds": 1,
@@ -194,3 +232,15 @@ def test_cli_cache_build_skips_or_stops_at_a_broken_image(tmp_path, capsys):
     assert "1 failed" in capsys.readouterr().out
     assert main(args + ["--cache", str(tmp_path / "c2"), "--strict"]) == 2
     assert f"cannot decode image {broken}" in capsys.readouterr().err
+
+
+def test_files_exist_matches_is_file(tmp_path):
+    from fbhelpers.datasets.common import files_exist
+
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.jpg").touch()
+    (tmp_path / "v" / "sub").mkdir()
+    (tmp_path / "top.jpg").touch()
+    paths = ["v/a.jpg", "v/b.jpg", "v/sub", "top.jpg", "gone/a.jpg", "top.jpg/x.jpg"]
+    assert files_exist(tmp_path, paths).tolist() == [(tmp_path / p).is_file() for p in paths]
+    assert files_exist(tmp_path, paths).tolist() == [True, False, False, True, False, False]

@@ -363,15 +363,17 @@ def build_cache(paths: Sequence[str | Path], root: str | Path, size: int | tuple
 # ----------------------------------------------------------------------------------------------- table -> Source
 def image_source(table: pd.DataFrame, root: str | Path, size: int | tuple[int, int],
                  cache: str | Path | None = None, *, name: str | None = None, crop: str | None = None,
-                 mode: str = "RGB", workers: int | None = None, strict: bool = False,
-                 progress: bool | None = None) -> Source:
+                 within: pd.DataFrame | None = None, mode: str = "RGB", workers: int | None = None,
+                 strict: bool = False, progress: bool | None = None) -> Source:
     """A ``Source`` over the canonical ``table`` whose images are a lazy :class:`CachedImages` view of the packed
     cache of its distinct images (built or opened by :func:`build_cache` in folder ``cache``).
 
     ``crop="box"`` crops each row to its ``box_x, box_y, box_w, box_h`` columns (NaN = whole image). Rows whose
     image failed are left out, counted in ``table.attrs["skipped"]["image not decodable"]`` (added to the counts
     already there) and logged on the ``fbhelpers.datasets`` logger. ``name`` defaults to
-    ``table.attrs["dataset"]`` or the first ``source`` value.
+    ``table.attrs["dataset"]`` or the first ``source`` value. ``within``: a larger table (e.g. the loader's whole
+    table) whose images the cache holds, so that every subset of one database shares one cache; ``table``'s rows
+    must be among them. ValueError naming the source and ``root`` for an empty table.
     """
     if crop not in (None, "box"):
         raise ValueError(f"crop must be None or 'box', got {crop!r}")
@@ -379,10 +381,15 @@ def image_source(table: pd.DataFrame, root: str | Path, size: int | tuple[int, i
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise KeyError(f"image_source: the table lacks the columns {missing}")
+    first = str(table["source"].iloc[0]) if len(table) and "source" in table else "images"
+    name = name or table.attrs.get("dataset") or first
+    if table.empty:
+        raise ValueError(f"{name}: no rows to read images for under {root} (every label row may lack its image "
+                         f"file: see table.attrs['skipped'] or `python -m fbhelpers check-data`)")
+    keys = table if within is None else within
     boxes = table[list(BOX_COLUMNS)].to_numpy(np.float64) if crop else None
-    packed = build_cache(table["path"], root, size, cache, boxes=boxes, mode=mode, workers=workers, strict=strict,
-                         progress=progress)
-    name = name or table.attrs.get("dataset") or (str(table["source"].iloc[0]) if "source" in table else "images")
+    packed = build_cache(keys["path"], root, size, cache, mode=mode, workers=workers, strict=strict,
+                         boxes=keys[list(BOX_COLUMNS)].to_numpy(np.float64) if crop else None, progress=progress)
     rows = packed.rows(table["path"], boxes)
     keep = packed.ok[rows]
     n_bad = int((~keep).sum())

@@ -150,15 +150,14 @@ def load(root: str | Path, *, top_identities: int | None = None, check_images: b
 
 
 def write_fixture(folder: Path, seed: int = 0) -> None:
-    """A tiny CelebA: 5 identities (4 train + 2 val + 2 test images each, one with only 2 train images), images
-    numbered train first as in the real partition, attribute rows with the official one-or-two-space layout, one
-    row without its image."""
+    """A tiny CelebA: 6 identities whose images sit in one partition each, as in the real release (identities
+    are disjoint across train / val / test), images numbered train first, attribute rows with the official
+    one-or-two-space layout, one row without its image."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
-    ids = [2880, 2937, 4990, 8692, 10101]
-    per_split = {0: 4, 1: 2, 2: 2}
-    rows = [(ident, part) for part, n in per_split.items() for ident in ids
-            for _ in range(2 if (ident == 10101 and part == 0) else n)]
+    plan = [(2880, 0, 6), (2937, 0, 6), (4990, 0, 3), (8692, 1, 5), (10101, 2, 5), (11500, 2, 5)]
+    ids = [ident for ident, _, _ in plan]
+    rows = [(ident, part) for ident, part, n in plan for _ in range(n)]
     prototypes = rng.uniform(0.1, 0.9, (len(ids), len(ATTRIBUTES)))
     attr_lines = [str(len(rows)), " ".join(ATTRIBUTES) + " "]
     id_lines, part_lines = [], []

@@ -28,7 +28,7 @@ import pandas as pd
 from ..relatedness import Relatedness, estimate, prior
 from ..source import SPLITS, Source
 from ..study import Coupling, Study
-from ..tasks import AUS, FACE_TASKS, attribute_task, classification_task
+from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, attribute_task, classification_task
 from . import celeba, cub, loader
 from .cache import image_source
 from .common import LABEL_COLUMNS, LOG, key_hash
@@ -64,32 +64,54 @@ def load_tables(data_root: str | Path, names: Sequence[str], required: Sequence[
     return tables
 
 
-def scale_rows(source: Source, n_scale: float, seed: int = 0) -> Source:
-    """``source`` with a seeded ``n_scale`` fraction of each split's rows (at least one row per non-empty split);
+def scale_table(table: pd.DataFrame, n_scale: float, seed: int = 0) -> pd.DataFrame:
+    """``table`` with a seeded ``n_scale`` fraction of each split's rows (at least one row per non-empty split);
     ``n_scale >= 1`` keeps everything."""
     if not n_scale > 0:
         raise ValueError(f"n_scale must be > 0, got {n_scale!r}")
     if n_scale >= 1:
-        return source
+        return table
     rng = np.random.default_rng(seed)
     keep = []
     for split in SPLITS:
-        rows = np.flatnonzero((source.table["split"] == split).to_numpy())
+        rows = np.flatnonzero((table["split"] == split).to_numpy())
         if len(rows):
             keep.append(rng.choice(rows, size=max(1, round(len(rows) * n_scale)), replace=False))
-    return source.rows(np.sort(np.concatenate(keep)))
+    return table.iloc[np.sort(np.concatenate(keep))]
 
 
-def _image_sources(tables: Mapping[str, pd.DataFrame], data_root: str | Path, size: int, cache: str | Path | None,
-                   n_scale: float, seed: int, workers: int | None, progress: bool | None) -> dict[str, Source]:
-    """One cached ``Source`` per table (face box crop where the table has one), then ``n_scale`` of its rows."""
-    sources = {}
-    for name, table in tables.items():
-        crop = "box" if "box_x" in table.columns else None
-        src = image_source(table, dataset_folder(data_root, name), size, cache, name=name, crop=crop,
-                           workers=workers, progress=progress)
-        sources[name] = scale_rows(src, n_scale, seed)
-    return sources
+def cached_source(name: str, table: pd.DataFrame, full: pd.DataFrame, folder: Path, size: int,
+                  cache: str | Path | None, n_scale: float, seed: int, workers: int | None,
+                  progress: bool | None) -> Source:
+    """The ``Source`` of ``table`` (rows of the loader's ``full`` table) over the packed cache, face box crop where
+    the table has one. With ``n_scale >= 1`` the cache holds every image of ``full``, the same cache
+    ``python -m fbhelpers cache build`` makes, whatever subset ``table`` is; with ``n_scale < 1`` only the seeded
+    fraction of rows is kept and cached (a small cache of its own: a quick look does not decode a whole database)."""
+    crop = "box" if "box_x" in table.columns else None
+    table = scale_table(table, n_scale, seed)
+    within = full if n_scale >= 1 else None
+    return image_source(table, folder, size, cache, name=name, crop=crop, within=within, workers=workers,
+                        progress=progress)
+
+
+def check_splits(sources: Mapping[str, Source], needed: Sequence[str] = ("train", "test")) -> None:
+    """ValueError naming every source without rows in one of the ``needed`` splits (a study trains on ``train``
+    and scores every source on ``test``)."""
+    empty = {n: [s for s in needed if not (src.table["split"] == s).any()] for n, src in sources.items()}
+    empty = {n: splits for n, splits in empty.items() if splits}
+    if empty:
+        raise ValueError(f"sources without rows in a split they need: {empty} (check the annotation files of each, "
+                         f"e.g. a validation list, with `python -m fbhelpers check-data`)")
+
+
+def as_test_split(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``val`` rows as ``test`` when it has no ``test`` rows (a release whose test labels are
+    not public: its validation set is the test set) [choice]."""
+    if (table["split"] == "test").any():
+        return table
+    out = table.copy()
+    out["split"] = out["split"].replace({"val": "test"})
+    return out
 
 
 def _sizes(sources: Mapping[str, Source]) -> dict[str, dict[str, int]]:
@@ -141,8 +163,10 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     """
     options = {**(options or {}), "affwild2": {"overlap": "val", **dict((options or {}).get("affwild2", {}))}}
     tables = load_tables(data_root, sources, required, options)
-    face = {name: hide_training_labels(_face_table(table), hide) for name, table in tables.items()}
-    srcs = _image_sources(face, data_root, size, cache, n_scale, seed, workers, progress)
+    srcs = {name: cached_source(name, hide_training_labels(_face_table(name, table, options), hide), table,
+                                dataset_folder(data_root, name), size, cache, n_scale, seed, workers, progress)
+            for name, table in tables.items()}
+    check_splits(srcs)
     rel = (relatedness or prior("du2014_basic")).align(FACE_TASKS[0].labels, AUS, fill=0.0)
     labelled = _labelled(srcs, AUS)
     info = {"data_root": str(data_root), "size": size, "n_scale": n_scale, "relatedness": rel.name,
@@ -151,26 +175,31 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     return Study(srcs, FACE_TASKS, [Coupling("expr", "au", rel)], rel, info=info)
 
 
-def _face_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The canonical face columns (+ face box) of a loader's table; a ``val`` split becomes ``test``."""
+def _face_table(name: str, table: pd.DataFrame, options: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The canonical face columns (+ face box) of a loader's table; a ``val`` split becomes ``test``. ValueError
+    when an ``expr`` code is outside the 7 canonical classes (a loader option such as AffectNet's ``classes=8``
+    needs an 8-class task, which this study does not build)."""
     keep = ["path", "split", "source", *LABEL_COLUMNS,
             *[c for c in ("box_x", "box_y", "box_w", "box_h") if c in table.columns]]
     out = table[[c for c in keep if c in table.columns]].copy()
     out["split"] = out["split"].replace({"val": "test"})
+    if (out["expr"].dropna() >= len(EXPRESSIONS)).any():
+        raise ValueError(f"{name}: expression codes beyond the {len(EXPRESSIONS)} canonical classes (loader options "
+                         f"{dict(options.get(name, {}))}); the affect study uses the 7-class EXPR task")
     out.attrs = dict(table.attrs)
     return out
 
 
-def _class_attribute(name: str, table: pd.DataFrame, folder: Path, class_col: str, class_labels: Sequence[str],
-                     attributes: Sequence[str], relatedness: Relatedness | None, hide: Sequence[str], *,
-                     size: int, cache: str | Path | None, n_scale: float, seed: int, workers: int | None,
-                     progress: bool | None) -> Study:
+def _class_attribute(name: str, table: pd.DataFrame, full: pd.DataFrame, folder: Path, class_col: str,
+                     class_labels: Sequence[str], attributes: Sequence[str], relatedness: Relatedness | None,
+                     hide: Sequence[str], *, size: int, cache: str | Path | None, n_scale: float, seed: int,
+                     workers: int | None, progress: bool | None) -> Study:
     """A class + attribute study of one database: tasks ``class_col`` (multiclass) and ``attr`` (multilabel),
     coupled by ``relatedness`` (None: estimated on the training split with every label, P1 §5 / P2 §5, before
     ``hide``'s attributes lose their training labels: R is known, the batches do not carry them [choice])."""
     keep = ["path", "split", "source", class_col, *attributes]
-    src = scale_rows(image_source(table[keep], folder, size, cache, name=name, workers=workers, progress=progress),
-                     n_scale, seed)
+    src = cached_source(name, as_test_split(table[keep]), full, folder, size, cache, n_scale, seed, workers, progress)
+    check_splits({name: src})
     class_task, attr_task = classification_task(class_col, class_labels), attribute_task("attr", attributes)
     train = src.table[src.table["split"] == "train"]
     rel = relatedness or estimate(train, class_col, list(attributes), class_labels=list(class_labels),
@@ -186,7 +215,8 @@ def _class_attribute(name: str, table: pd.DataFrame, folder: Path, class_col: st
 
 def within_class_split(table: pd.DataFrame, class_col: str, test_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
     """``table`` re-split so that every class has images on both sides: per class, ``round(test_fraction * n)``
-    images (at least one when the class has two or more, none when it has one) go to "test", the rest to "train",
+    images (at least one and at most n - 1 when the class has two or more, none when it has one) go to "test", the
+    rest to "train",
     chosen by a seeded hash of the path (stable under row order) [choice]. CelebA's official partition keeps the
     identities of train, val and test disjoint (a face-verification protocol), so identity *classification*
     (P1 §5) needs its own split."""
@@ -195,7 +225,7 @@ def within_class_split(table: pd.DataFrame, class_col: str, test_fraction: float
     order = table.assign(_hash=key_hash(table["path"], seed))
     rank = order.groupby(class_col)["_hash"].rank(method="first")
     size = order.groupby(class_col)[class_col].transform("size")
-    n_test = np.where(size >= 2, np.maximum(1, np.round(size * test_fraction)), 0)
+    n_test = np.where(size >= 2, np.clip(np.round(size * test_fraction), 1, size - 1), 0)
     out = table.copy()
     out["split"] = np.where(rank.to_numpy() <= n_test, "test", "train")
     return out
@@ -214,13 +244,13 @@ def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequen
     if split not in ("within_identity", "official"):
         raise ValueError(f"split must be 'within_identity' or 'official', got {split!r}")
     folder = dataset_folder(data_root, "celeba")
-    table = load_tables(data_root, ["celeba"], options={"celeba": {"top_identities": n_identities or None}})
-    table = table["celeba"]
+    full = load_tables(data_root, ["celeba"])["celeba"]
+    table = celeba.load(folder, top_identities=n_identities) if n_identities else full
     if split == "within_identity":
         table = within_class_split(table, "identity", test_fraction, seed)
-    return _class_attribute("celeba", table, folder, "identity", table.attrs["identity_labels"], celeba.ATTRIBUTES,
-                            None, hide, size=size, cache=cache, n_scale=n_scale, seed=seed, workers=workers,
-                            progress=progress)
+    return _class_attribute("celeba", table, full, folder, "identity", table.attrs["identity_labels"],
+                            celeba.ATTRIBUTES, None, hide, size=size, cache=cache, n_scale=n_scale, seed=seed,
+                            workers=workers, progress=progress)
 
 
 def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[str] = (), size: int = 112,
@@ -231,16 +261,17 @@ def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[s
     first N species (0 = all 200). ``hide``: attributes unlabelled in training; an entry ending in ``::`` hides a
     whole group (CUB names its attributes ``group::value``, e.g. ``has_bill_shape::``)."""
     folder = dataset_folder(data_root, "cub")
-    table = load_tables(data_root, ["cub"])["cub"]
-    labels = list(table.attrs["species_labels"])
-    rel = cub.relatedness(folder)
-    if n_species:
-        table = table[table["species"] < n_species].copy()
-        labels = labels[:n_species]
+    full = load_tables(data_root, ["cub"])["cub"]
+    labels, rel = list(full.attrs["species_labels"]), cub.relatedness(folder)
+    table = full[full["species"] < n_species] if n_species else full
+    labels = labels[:n_species] if n_species else labels
     attributes = list(rel.attributes)
     hidden = [a for a in attributes if a in hide or any(h.endswith("::") and a.startswith(h) for h in hide)]
-    return _class_attribute("cub", table, folder, "species", labels, attributes, rel, hidden, size=size, cache=cache,
-                            n_scale=n_scale, seed=seed, workers=workers, progress=progress)
+    unmatched = [h for h in hide if not any(a == h or (h.endswith("::") and a.startswith(h)) for a in attributes)]
+    if unmatched:
+        raise KeyError(f"hide: {unmatched} name no CUB attribute (nor a group ending in '::')")
+    return _class_attribute("cub", table, full, folder, "species", labels, attributes, rel, hidden, size=size,
+                            cache=cache, n_scale=n_scale, seed=seed, workers=workers, progress=progress)
 
 
 def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[str] = (), size: int = 112,
@@ -251,10 +282,10 @@ def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[st
     the class column and every attribute column, R estimated on the training split."""
     table = load_tables(data_root, [name], options={name: dict(options or {})})[name]
     class_col = (options or {}).get("class_name", "category")
-    attributes = [c for c in table.attrs["attributes"]]
-    return _class_attribute(name, table, dataset_folder(data_root, name), class_col, table.attrs["class_labels"],
-                            attributes, None, hide, size=size, cache=cache, n_scale=n_scale, seed=seed,
-                            workers=workers, progress=progress)
+    attributes = list(table.attrs["attributes"])
+    return _class_attribute(name, table, table, dataset_folder(data_root, name), class_col,
+                            table.attrs["class_labels"], attributes, None, hide, size=size, cache=cache,
+                            n_scale=n_scale, seed=seed, workers=workers, progress=progress)
 
 
 def compound_source(data_root: str | Path, name: str = "rafdb_compound", *, split: str | None = "test",
@@ -262,8 +293,9 @@ def compound_source(data_root: str | Path, name: str = "rafdb_compound", *, spli
                     progress: bool | None = None) -> Source:
     """A compound-expression test set (P1 §4.6, METHOD.md §4): ``compound`` codes in the order of
     ``zeroshot.RAFDB_COMPOUND``; ``split`` None keeps every row."""
-    table = load_tables(data_root, [name])[name]
-    if split is not None:
-        table = table[table["split"] == split]
-    return image_source(table, dataset_folder(data_root, name), size, cache, name=name, workers=workers,
-                        progress=progress)
+    full = load_tables(data_root, [name])[name]
+    table = full[full["split"] == split] if split is not None else full
+    if table.empty:
+        raise ValueError(f"{name}: no rows in split {split!r} (splits: {sorted(set(full['split']))})")
+    return image_source(table, dataset_folder(data_root, name), size, cache, name=name, within=full,
+                        workers=workers, progress=progress)
