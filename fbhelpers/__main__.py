@@ -105,7 +105,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
         print(_check_line(check, width))
         for problem in check.problems:
             print(f"{'':{width}}    {problem}")
-    n_found = sum(c.status in ("found", "changed") for c in checks)
+    n_found = sum(c.usable for c in checks)
     print(f"{n_found}/{len(checks)} datasets found")
     missing = manifest.missing_for_notebooks(checks)
     print("paper profile: " + ", ".join(f"{nb} {'needs ' + ', '.join(names) if names else 'ready'}"
@@ -127,10 +127,9 @@ def cmd_make_fixture_root(args: argparse.Namespace) -> int:
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
     table = datasets.load(args.name, args.root, **{key: parse_value(value) for key, value in args.option})
-    crop = "box" if args.crop and set(datasets.cache.BOX_COLUMNS) <= set(table.columns) else None
-    boxes = table[list(datasets.cache.BOX_COLUMNS)].to_numpy(float) if crop else None
-    packed = datasets.build_cache(table["path"], args.root, args.size, args.cache, boxes=boxes, workers=args.workers,
-                                  strict=args.strict, progress=not args.no_progress)
+    crop = "box" if args.crop and datasets.common.has_boxes(table) else None
+    packed = datasets.cache.cache_table(table, args.root, args.size, args.cache, crop=crop, workers=args.workers,
+                                        strict=args.strict, progress=not args.no_progress)
     print(f"{args.name}: {len(table):,} label rows; {packed.stats.summary()}; cache {packed.folder}")
     return 0
 

@@ -76,6 +76,11 @@ class DatasetCheck:
     expected_rows: int | None = None
     notebooks: list[str] = field(default_factory=list)
 
+    @property
+    def usable(self) -> bool:
+        """Found (annotation files in place, changed since ``--record`` or not): the loaders can read it."""
+        return self.status in ("found", "changed")
+
 
 def annotation_files(folder: Path, patterns: list[str]) -> list[Path]:
     """The files matching ``patterns`` under ``folder`` (a folder pattern contributes every file below it)."""
@@ -165,7 +170,7 @@ def record_lock(manifest: Path, root: Path) -> tuple[Path, int]:
 
 def missing_for_notebooks(checks: list[DatasetCheck]) -> dict[str, list[str]]:
     """Notebook stem -> the datasets its ``paper`` profile requires that were not found (empty: it can run)."""
-    found = {c.name for c in checks if c.status in ("found", "changed")}
+    found = {c.name for c in checks if c.usable}
     return {nb: [n for n in need["required"] if n not in found] for nb, need in profiles.DATASETS.items()}
 
 
@@ -182,7 +187,7 @@ def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANI
     except (ValueError, FileNotFoundError) as err:
         raise FileNotFoundError(f"dataset {name!r} needs a data root: {err}; {hint}") from None
     for check in check_data(path, root, count=False, names=[name]):
-        if check.status not in ("found", "changed"):
+        if not check.usable:
             raise FileNotFoundError(f"dataset {name!r} {check.status} under {root}: looked for {check.problems}; "
                                     f"{hint}")
     return root / entries[name]["root"]

@@ -257,6 +257,9 @@ def test_celeba_fixture_top_identities_and_missing_images(tmp_path):
     assert top.attrs["identity_labels"] == ["2880", "2937", "8692", "10101"]
     assert top.attrs["skipped"] == {"no image file": 1, "identity outside the top 4": 8}
     assert sorted(top["identity"].unique()) == [0, 1, 2, 3] and len(top) == len(table) - 8
+    again = celeba.top_identities(table, 4)                  # the same table from the loaded one, no re-read
+    assert again.equals(top) and again.attrs["skipped"] == top.attrs["skipped"]
+    assert again.attrs["identity_labels"] == top.attrs["identity_labels"]
     with pytest.raises(ValueError, match="top_identities"):
         celeba.load(tmp_path / "CelebA", top_identities=0)
 

@@ -49,7 +49,6 @@ CONTEMPT = 7
 UNLABELLED: dict[int, str] = {8: "none (code 8)", 9: "uncertain (code 9)", 10: "no-face (code 10)"}
 VA_MISSING = -2.0
 EXPRESSIONS_8: tuple[str, ...] = (*EXPRESSIONS, "contempt")
-BOX = ("box_x", "box_y", "box_w", "box_h")
 
 
 def _read_list(path: Path) -> list[tuple[int, list[str]]]:
@@ -103,7 +102,7 @@ def _parse(path: Path, split: str, classes: int, keep_unlabelled: bool, skipped:
         expr = EXPRESSIONS.index(CODES[code]) if code in CODES else (len(EXPRESSIONS) if code == CONTEMPT else pd.NA)
         out.append({"path": f"{IMAGES}/{f[0].strip()}", "split": split, "expr": expr,
                     "valence": _va(path, line, f[7], "valence"), "arousal": _va(path, line, f[8], "arousal"),
-                    **dict(zip(BOX, box))})
+                    **dict(zip(common.BOX_COLUMNS, box))})
     return out
 
 
@@ -120,7 +119,7 @@ def load(root: str | Path, *, classes: int = 7, unlabelled: str = "drop", check_
     skipped: dict[str, int] = {}
     rows = [row for rel, split in FILES.items()
             for row in _parse(base / rel, split, classes, unlabelled == "keep", skipped)]
-    frame = pd.DataFrame(rows, columns=["path", "split", "expr", "valence", "arousal", *BOX])
+    frame = pd.DataFrame(rows, columns=["path", "split", "expr", "valence", "arousal", *common.BOX_COLUMNS])
     if check_images:
         frame, _ = common.keep_existing(frame, base, skipped)
     table = common.canonical(frame, NAME)

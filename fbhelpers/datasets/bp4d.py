@@ -123,11 +123,8 @@ def load(root: str | Path, *, images: str = IMAGES, fold: int = 0, folds: Sequen
     skipped = {"no AU coded (all 9)": int((~coded).sum())}
     frame = frame[coded].reset_index(drop=True)
     frame["split"] = common.fold_split(frame["subject"].tolist(), folds, fold)
-    try:
-        frame["path"] = [images.format(subject=s, task=t, frame=f)
-                         for s, t, f in zip(frame["subject"], frame["task"], frame["frame"])]
-    except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(f"images pattern {images!r}: use the fields subject, task, frame ({err})") from None
+    frame["path"] = common.image_paths(images, {"subject": frame["subject"], "task": frame["task"],
+                                                "frame": frame["frame"]})
     detail = {}
     if check_images:
         frame, detail["no image per subject"] = common.keep_existing(frame, base, skipped, per="subject")

@@ -38,9 +38,8 @@ import pandas as pd
 
 from ..batching import decode_image
 from ..source import Source
-from .common import LOG
+from .common import BOX_COLUMNS, LOG
 
-BOX_COLUMNS: tuple[str, ...] = ("box_x", "box_y", "box_w", "box_h")
 KEY_COLUMNS: tuple[str, ...] = ("path", *BOX_COLUMNS)
 PENDING, DECODED, FAILED = 0, 1, 2
 CHUNK = 64
@@ -361,6 +360,25 @@ def build_cache(paths: Sequence[str | Path], root: str | Path, size: int | tuple
 
 
 # ----------------------------------------------------------------------------------------------- table -> Source
+def _boxes(table: pd.DataFrame, crop: str | None) -> np.ndarray | None:
+    return table[list(BOX_COLUMNS)].to_numpy(np.float64) if crop else None
+
+
+def cache_table(table: pd.DataFrame, root: str | Path, size: int | tuple[int, int], cache: str | Path | None = None,
+                *, crop: str | None = None, mode: str = "RGB", workers: int | None = None, strict: bool = False,
+                progress: bool | None = None) -> PackedCache:
+    """:func:`build_cache` of the distinct images of a canonical ``table`` (its ``path`` column; with ``crop="box"``
+    each row cropped to its ``box_x, box_y, box_w, box_h``): what ``python -m fbhelpers cache build`` runs and
+    :func:`image_source` reads."""
+    if crop not in (None, "box"):
+        raise ValueError(f"crop must be None or 'box', got {crop!r}")
+    missing = [c for c in ("path", *(BOX_COLUMNS if crop else ())) if c not in table.columns]
+    if missing:
+        raise KeyError(f"the table lacks the columns {missing}")
+    return build_cache(table["path"], root, size, cache, boxes=_boxes(table, crop), mode=mode, workers=workers,
+                       strict=strict, progress=progress)
+
+
 def image_source(table: pd.DataFrame, root: str | Path, size: int | tuple[int, int],
                  cache: str | Path | None = None, *, name: str | None = None, crop: str | None = None,
                  within: pd.DataFrame | None = None, mode: str = "RGB", workers: int | None = None,
@@ -375,22 +393,14 @@ def image_source(table: pd.DataFrame, root: str | Path, size: int | tuple[int, i
     table) whose images the cache holds, so that every subset of one database shares one cache; ``table``'s rows
     must be among them. ValueError naming the source and ``root`` for an empty table.
     """
-    if crop not in (None, "box"):
-        raise ValueError(f"crop must be None or 'box', got {crop!r}")
-    needed = ["path", *(BOX_COLUMNS if crop else ())]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise KeyError(f"image_source: the table lacks the columns {missing}")
     first = str(table["source"].iloc[0]) if len(table) and "source" in table else "images"
     name = name or table.attrs.get("dataset") or first
     if table.empty:
         raise ValueError(f"{name}: no rows to read images for under {root} (every label row may lack its image "
                          f"file: see table.attrs['skipped'] or `python -m fbhelpers check-data`)")
-    keys = table if within is None else within
-    boxes = table[list(BOX_COLUMNS)].to_numpy(np.float64) if crop else None
-    packed = build_cache(keys["path"], root, size, cache, mode=mode, workers=workers, strict=strict,
-                         boxes=keys[list(BOX_COLUMNS)].to_numpy(np.float64) if crop else None, progress=progress)
-    rows = packed.rows(table["path"], boxes)
+    packed = cache_table(table if within is None else within, root, size, cache, crop=crop, mode=mode,
+                         workers=workers, strict=strict, progress=progress)
+    rows = packed.rows(table["path"], _boxes(table, crop))
     keep = packed.ok[rows]
     n_bad = int((~keep).sum())
     if n_bad:

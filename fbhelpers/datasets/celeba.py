@@ -113,6 +113,8 @@ def _pairs(path: Path, what: str, allowed: tuple[int, ...] | None = None) -> dic
 
 
 def _top(frame: pd.DataFrame, n: int, skipped: dict[str, int]) -> pd.DataFrame:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"top_identities must be a positive integer or None, got {n!r}")
     counts = frame["identity_id"].value_counts()
     order = sorted(counts.index, key=lambda k: (-counts[k], k))
     keep = frame["identity_id"].isin(order[:n])
@@ -120,13 +122,28 @@ def _top(frame: pd.DataFrame, n: int, skipped: dict[str, int]) -> pd.DataFrame:
     return frame[keep]
 
 
+def _coded(frame: pd.DataFrame, skipped: dict[str, int], detail: dict | None = None) -> pd.DataFrame:
+    """The canonical table: ``identity`` codes 0..K-1 over the identities present, in number order."""
+    ids = sorted(int(i) for i in frame["identity_id"].unique())
+    frame = frame.assign(identity=frame["identity_id"].map({k: c for c, k in enumerate(ids)}))
+    table = common.canonical(frame, NAME, labels=("identity", *ATTRIBUTES), classes=("identity",))
+    table.attrs["identity_labels"] = [str(i) for i in ids]
+    return common.report_skips(table, NAME, skipped, detail)
+
+
+def top_identities(table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """A loaded CelebA ``table`` restricted to its ``n`` identities with the most rows (ties: the smaller number
+    first), ``identity`` re-coded 0..n-1 and the rows left out counted in ``attrs["skipped"]``: the same table as
+    ``load(root, top_identities=n)`` without reading the files again."""
+    skipped = dict(table.attrs.get("skipped", {}))
+    return _coded(_top(table, n, skipped), skipped, table.attrs.get("skipped_detail"))
+
+
 def load(root: str | Path, *, top_identities: int | None = None, check_images: bool = True) -> pd.DataFrame:
     """CelebA (Liu et al., ICCV 2015) as a canonical table: ``identity`` (``Int64`` codes, sorted by identity
     number, the number in ``identity_id``) and the 40 attributes (float 0/1) of :data:`ATTRIBUTES`, split from
     ``list_eval_partition.txt`` (0 train, 1 val, 2 test). ``top_identities``: keep the N identities with the most
     images (None = all; applied after ``check_images``, so codes stay 0..K-1 over identities present)."""
-    if top_identities is not None and (not isinstance(top_identities, int) or top_identities < 1):
-        raise ValueError(f"top_identities must be a positive integer or None, got {top_identities!r}")
     base = common.dataset_root(root, NAME, FILES, FOLDER)
     names, matrix = _attributes(base / ATTR_FILE)
     identity = _pairs(base / IDENTITY_FILE, "identity")
@@ -142,11 +159,7 @@ def load(root: str | Path, *, top_identities: int | None = None, check_images: b
         frame, _ = common.keep_existing(frame, base, skipped)
     if top_identities is not None:
         frame = _top(frame, top_identities, skipped)
-    ids = sorted(int(i) for i in frame["identity_id"].unique())
-    frame = frame.assign(identity=frame["identity_id"].map({k: c for c, k in enumerate(ids)}))
-    table = common.canonical(frame, NAME, labels=("identity", *ATTRIBUTES), classes=("identity",))
-    table.attrs["identity_labels"] = [str(i) for i in ids]
-    return common.report_skips(table, NAME, skipped)
+    return _coded(frame, skipped)
 
 
 def write_fixture(folder: Path, seed: int = 0) -> None:

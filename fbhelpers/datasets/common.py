@@ -28,6 +28,13 @@ from ..tasks import AUS
 
 LOG = logging.getLogger("fbhelpers.datasets")
 LABEL_COLUMNS: tuple[str, ...] = ("expr", *AUS, "valence", "arousal")
+#: a face box in pixels of the original image (AffectNet's), which the image cache crops to; NaN = whole image
+BOX_COLUMNS: tuple[str, ...] = ("box_x", "box_y", "box_w", "box_h")
+
+
+def has_boxes(table: pd.DataFrame) -> bool:
+    """Whether ``table`` carries face boxes (every one of :data:`BOX_COLUMNS`)."""
+    return set(BOX_COLUMNS) <= set(table.columns)
 
 
 class DataFormatError(ValueError):
@@ -158,6 +165,16 @@ def files_exist(root: Path, paths: Sequence[str]) -> np.ndarray:
 
     split = (str(p).rpartition("/") for p in paths)
     return np.fromiter((name in files_in(folder) for folder, _, name in split), dtype=bool, count=len(paths))
+
+
+def image_paths(pattern: str, fields: Mapping[str, Sequence[Any]]) -> list[str]:
+    """``pattern.format(**fields of row i)`` for every row: the image paths of a user's frame extraction (e.g.
+    ``"img/{subject}/{frame}.jpg"``); ValueError naming the pattern and the fields it may use otherwise."""
+    names = list(fields)
+    try:
+        return [pattern.format(**dict(zip(names, values))) for values in zip(*fields.values())]
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"images pattern {pattern!r}: use the fields {', '.join(names)} ({err})") from None
 
 
 def keep_existing(frame: pd.DataFrame, root: Path, skipped: dict[str, int], reason: str = "no image file",

@@ -108,11 +108,8 @@ def load(root: str | Path, *, threshold: int = 2, images: str = IMAGES, fold: in
         raise FileNotFoundError(f"{NAME}: {base / LABELS} holds no subject folder (<SN>/<SN>_au<k>.txt)")
     frame = pd.concat([_read_subject(d, threshold).assign(subject=d.name) for d in subjects], ignore_index=True)
     frame["split"] = common.fold_split(frame["subject"].tolist(), folds, fold)
-    try:
-        frame["path"] = [images.format(subject=s, frame=f, index=f - 1)
-                         for s, f in zip(frame["subject"], frame["frame"])]
-    except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(f"images pattern {images!r}: use the fields subject, frame, index ({err})") from None
+    frame["path"] = common.image_paths(images, {"subject": frame["subject"], "frame": frame["frame"],
+                                                "index": frame["frame"] - 1})
     skipped: dict[str, int] = {}
     detail = {}
     if check_images:

@@ -31,7 +31,7 @@ from ..study import Coupling, Study
 from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, attribute_task, classification_task
 from . import celeba, cub, loader
 from .cache import image_source
-from .common import LABEL_COLUMNS, LOG, key_hash
+from .common import BOX_COLUMNS, LABEL_COLUMNS, LOG, has_boxes, key_hash
 
 FACE_SOURCES: tuple[str, ...] = ("affectnet", "emotionet", "disfa", "bp4d", "affwild2")
 HINT = "run `python -m fbhelpers check-data --data-root PATH` to see what is found"
@@ -87,7 +87,7 @@ def cached_source(name: str, table: pd.DataFrame, full: pd.DataFrame, folder: Pa
     the table has one. With ``n_scale >= 1`` the cache holds every image of ``full``, the same cache
     ``python -m fbhelpers cache build`` makes, whatever subset ``table`` is; with ``n_scale < 1`` only the seeded
     fraction of rows is kept and cached (a small cache of its own: a quick look does not decode a whole database)."""
-    crop = "box" if "box_x" in table.columns else None
+    crop = "box" if has_boxes(table) else None
     table = scale_table(table, n_scale, seed)
     within = full if n_scale >= 1 else None
     return image_source(table, folder, size, cache, name=name, crop=crop, within=within, workers=workers,
@@ -179,8 +179,7 @@ def _face_table(name: str, table: pd.DataFrame, options: Mapping[str, Mapping[st
     """The canonical face columns (+ face box) of a loader's table; a ``val`` split becomes ``test``. ValueError
     when an ``expr`` code is outside the 7 canonical classes (a loader option such as AffectNet's ``classes=8``
     needs an 8-class task, which this study does not build)."""
-    keep = ["path", "split", "source", *LABEL_COLUMNS,
-            *[c for c in ("box_x", "box_y", "box_w", "box_h") if c in table.columns]]
+    keep = ["path", "split", "source", *LABEL_COLUMNS, *(BOX_COLUMNS if has_boxes(table) else ())]
     out = table[[c for c in keep if c in table.columns]].copy()
     out["split"] = out["split"].replace({"val": "test"})
     if (out["expr"].dropna() >= len(EXPRESSIONS)).any():
@@ -245,7 +244,7 @@ def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequen
         raise ValueError(f"split must be 'within_identity' or 'official', got {split!r}")
     folder = dataset_folder(data_root, "celeba")
     full = load_tables(data_root, ["celeba"])["celeba"]
-    table = celeba.load(folder, top_identities=n_identities) if n_identities else full
+    table = celeba.top_identities(full, n_identities) if n_identities else full
     if split == "within_identity":
         table = within_class_split(table, "identity", test_fraction, seed)
     return _class_attribute("celeba", table, full, folder, "identity", table.attrs["identity_labels"],
