@@ -621,9 +621,10 @@ def gallery(images: np.ndarray, table: pd.DataFrame, tasks: Sequence | None = No
 
 
 def _mark_ticks(labels, highlight: Sequence[str], color: str = "C1") -> None:
-    """Colour (and embolden) the tick labels whose text is in ``highlight``."""
+    """Colour (and embolden) the tick labels of the names in ``highlight`` (as shown: long names are shortened)."""
+    shown = {_short(name) for name in highlight}
     for tick in labels:
-        if tick.get_text() in highlight:
+        if tick.get_text() in shown:
             tick.set_color(color)
             tick.set_fontweight("bold")
 

@@ -288,6 +288,10 @@ def test_annotation_coverage_heatmap_marks_unlabelled_columns():
     assert marked == ["AU2"]
     with pytest.raises(KeyError, match="AU9"):
         plots.annotation_coverage(cov, highlight=["AU9"])
+    long = "has_bill_shape::curved_(up_or_down)"                  # shortened on the axis, still marked
+    fig = plots.annotation_coverage(cov.rename(columns={"AU2": long}), highlight=[long])
+    marked = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_color() == "C1"]
+    assert marked == [plots._short(long)] and marked[0] != long
 
 
 def test_distribution_match_pairs_bars_and_marks_truth():
