@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -358,6 +359,8 @@ class MultiHeadNet(nn.Module):
         self.tasks = tasks
         self.in_channels = int(in_channels)
         self.backbone_name = backbone
+        self.backbone_options = dict(backbone_kw)
+        self.dropout_p = float(dropout)
         self.backbone = build_backbone(backbone, in_channels, **backbone_kw)
         if pretrained_path is not None:
             load_weights(self.backbone, pretrained_path, strict=True, prefix_map=pretrained_prefix_map)
@@ -380,6 +383,19 @@ class MultiHeadNet(nn.Module):
             by_name[self.head_inputs[t.name]].n_outputs if t.name in self.head_inputs else self.feature_dim,
             t.n_outputs) for t in tasks})
         self._kinds = {t.name: t.kind for t in tasks}
+
+    def spec(self) -> dict[str, Any]:
+        """Everything :func:`build` needs to rebuild this network (plain lists, dicts, strings and numbers, so it
+        travels inside a ``weights_only`` file): tasks with their labels, backbone name and options, input
+        channels, dropout, normalisation and ``head_inputs``. Pretrained weights are not part of it: the saved
+        state dict carries them."""
+        return {
+            "tasks": [{"name": t.name, "kind": t.kind, "labels": list(t.labels)} for t in self.tasks],
+            "backbone": self.backbone_name, "backbone_options": _plain(self.backbone_options),
+            "in_channels": self.in_channels, "dropout": self.dropout_p,
+            "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
+            "head_inputs": dict(self.head_inputs),
+        }
 
     def _channel_stat(self, value: float | Sequence[float], what: str) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=torch.float32).flatten()
@@ -418,3 +434,31 @@ class MultiHeadNet(nn.Module):
     def _activate(self, name: str, y: torch.Tensor) -> torch.Tensor:
         """A head's output: ``tanh`` for regression tasks, the logits otherwise."""
         return torch.tanh(y) if self._kinds[name] == "regression" else y
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (the form a spec has after a save / load round trip)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+SPEC_KEYS: tuple[str, ...] = ("tasks", "backbone", "backbone_options", "in_channels", "dropout", "mean", "std",
+                              "head_inputs")
+
+
+def build(spec: Mapping[str, Any]) -> MultiHeadNet:
+    """The (untrained) :class:`MultiHeadNet` described by ``spec`` (:meth:`MultiHeadNet.spec`); ValueError naming the
+    missing keys or the bad task entry."""
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"model spec lacks {missing} (has {sorted(spec)})")
+    try:
+        tasks = tuple(Task(t["name"], t["kind"], tuple(t["labels"])) for t in spec["tasks"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"model spec: each task needs name, kind and labels, got {spec['tasks']!r}") from err
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["backbone_options"].items()}
+    return MultiHeadNet(tasks, spec["backbone"], in_channels=int(spec["in_channels"]), dropout=float(spec["dropout"]),
+                        mean=spec["mean"], std=spec["std"], head_inputs=spec["head_inputs"] or None, **options)
