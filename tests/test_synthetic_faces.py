@@ -129,9 +129,11 @@ def test_regime_sources_and_masks(regime, preset):
     for name, src in study.sources.items():
         spec, table, truth = specs[name], src.table, study.truth[name]
         assert list(table.columns) == ["split", "source", *LABEL_COLUMNS]
-        assert table["expr"].dtype == "Int64" and set(table["split"]) == {"train", "test"}
+        assert table["expr"].dtype == "Int64" and set(table["split"]) <= {"train", "val", "test"}
         assert len(src.images) == len(table) == len(truth)
-        test, train = table[table["split"] == "test"], table[table["split"] == "train"]
+        n_val = int((table["split"] == "val").sum())
+        assert n_val == int((table["split"] == "train").sum()) // 10
+        test, train = table[table["split"] == "test"], table[table["split"] != "test"]  # val is labelled like train
         assert not test[LABEL_COLUMNS].isna().any().any(), f"{name}: test split not fully labelled"
         assert (test["expr"].to_numpy(dtype=int) == truth.loc[test.index, "expr"].to_numpy(dtype=int)).all()
         for au in AUS:
@@ -147,8 +149,8 @@ def test_regime_sources_and_masks(regime, preset):
     info = study.info
     assert sorted(info["labelled_aus"] + info["unlabelled_aus"], key=AUS.index) == list(AUS)
     assert 1 / 7 < info["bayes_ceiling"] <= 1
-    assert info["sizes"] == {n: {"train": int((s.table.split == "train").sum()), "test": int((s.table.split ==
-                             "test").sum())} for n, s in study.sources.items()}
+    assert info["sizes"] == {n: {split: int((s.table.split == split).sum()) for split in ("train", "val", "test")}
+                             for n, s in study.sources.items()}
     unlabelled = {("paper", "scarce_au"): ["AU7", "AU10", "AU14", "AU23", "AU24"],
                   ("pair", "scarce_au"): [a for a in AUS if a not in AU_SETS["abaw2020"]]}
     assert info["unlabelled_aus"] == unlabelled.get((regime, preset), [])
@@ -158,7 +160,7 @@ def test_regime_sources_and_masks(regime, preset):
 def test_label_noise_and_imbalance_knobs():
     study = face_study("pair", "full", size=32, n_scale=0.5, seed=2, expr_noise=0.3, au_noise=0.0, imbalance=1.0,
                        sources={"au_source": {"n_train": 10, "n_test": 5}})
-    assert study.info["sizes"]["au_source"] == {"train": 5, "test": 2}  # overrides, then n_scale
+    assert study.info["sizes"]["au_source"] == {"train": 5, "val": 0, "test": 2}  # overrides, then n_scale
     table, truth = study.sources["expr_source"].table, study.truth["expr_source"]
     train = (table["split"] == "train").to_numpy()
     wrong = (table["expr"][train].to_numpy(dtype=int) != truth["expr"][train].to_numpy(dtype=int)).mean()

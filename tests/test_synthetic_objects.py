@@ -67,14 +67,15 @@ def test_table_layout_and_masks(which, ids, birds):
         assert list(table.columns) == ["split", "source", cls, *attrs]
         assert str(table[cls].dtype) == "Int64" and str(truth[cls].dtype) == "Int64"
         assert all(table[a].dtype == np.float64 for a in attrs)
-        assert set(table["split"]) == {"train", "test"} and (table["source"] == name).all()
+        assert set(table["split"]) == {"train", "val", "test"} and (table["source"] == name).all()
         assert len(table) == len(src.images) == len(truth)
         # the truth is complete and agrees with every label the source shows
         assert not truth[[cls, *attrs]].isna().any().any()
         shown = table[attrs].notna().to_numpy()
         assert np.array_equal(table[attrs].to_numpy()[shown], truth[attrs].to_numpy()[shown])
         assert (table[cls].dropna() == truth[cls][table[cls].notna()]).all()
-        test, train = table[table["split"] == "test"], table[table["split"] == "train"]
+        test, train = table[table["split"] == "test"], table[table["split"] != "test"]  # val is labelled like train
+        assert int((table["split"] == "val").sum()) == len(range(0, int((table["split"] == "train").sum()), 10))
         assert not test.isna().any().any()  # test splits are fully labelled
         has_class, labelled = expected[name]
         assert train[cls].notna().all() if has_class else train[cls].isna().all()
@@ -198,7 +199,7 @@ def test_two_hundred_species_scale_quickly():
     elapsed = time.perf_counter() - start
     assert study.relatedness.table.shape == (200, len(SPECIES_ATTRIBUTES))
     assert len(SPECIES_ATTRIBUTES) >= 100
-    assert sum(len(s) for s in study.sources.values()) == 200 * (2 + 1 + 1 + 3)
+    assert sum(len(s) for s in study.sources.values()) == 200 * (2 + 1 + 1 + 3) + (400 + 200 + 200) // 10  # + val
     assert elapsed < 10
 
 

@@ -8,7 +8,8 @@ each image jitters. Each image draws its attributes from its class profile and i
 is rendered with vectorised numpy under nuisance (position, scale, rotation, background, lighting, pixel noise).
 The profile table is the true relatedness. Sources follow the papers' regime of non-overlapping annotations: one
 source labels the class only, one labels attributes only, a small one labels both, and every test split is fully
-labelled. Attributes that are not part of the task (``n_attributes`` smaller than the catalogue) are still drawn
+labelled; each source's ``val`` split (a tenth of its training size) is drawn and labelled like its training split,
+for model selection. Attributes that are not part of the task (``n_attributes`` smaller than the catalogue) are still drawn
 and rendered: visual variation nobody annotated, as in the real datasets.
 """
 from __future__ import annotations
@@ -622,6 +623,9 @@ class _Spec:
     attr_known: np.ndarray  # (K,) bool over the task's attributes, for training rows
 
 
+VAL_EVERY = 10  # the val split: every 10th training class code, drawn and labelled like train [choice]
+
+
 def _per_class(classes: np.ndarray, count: int) -> np.ndarray:
     return np.repeat(classes, count)
 
@@ -633,7 +637,8 @@ def _assemble(model: _Model, task_cols: np.ndarray, class_col: str, specs: list[
     sources, truth, bayes = {}, {}, ([], [], [])
     for s_idx, spec in enumerate(specs):
         tables, masked, images = [], [], []
-        for split_idx, (split, codes) in enumerate((("train", spec.train), ("test", spec.test))):
+        splits = (("train", spec.train), ("test", spec.test), ("val", spec.train[::VAL_EVERY]))
+        for split_idx, (split, codes) in enumerate(splits):
             rng = np.random.default_rng([seed, 1 + s_idx, split_idx])
             labels = rng.permutation(codes).astype(np.int64)
             attrs, looks = model.sample(labels, rng)
@@ -645,7 +650,7 @@ def _assemble(model: _Model, task_cols: np.ndarray, class_col: str, specs: list[
             table = pd.concat([table, pd.DataFrame(values, columns=attr_names)], axis=1)
             tables.append(table)
             hidden = table.copy()
-            if split == "train":
+            if split != "test":  # val is drawn and labelled like train
                 if not spec.class_known:
                     hidden[class_col] = pd.array([pd.NA] * len(labels), dtype="Int64")
                 for name in np.array(attr_names)[~spec.attr_known]:
@@ -667,7 +672,7 @@ def _labelled_subset(n: int, fraction: float, rng: np.random.Generator) -> np.nd
 
 
 def _sizes(sources: dict[str, Source]) -> dict[str, dict[str, int]]:
-    return {name: {split: int((src.table["split"] == split).sum()) for split in ("train", "test")}
+    return {name: {split: int((src.table["split"] == split).sum()) for split in ("train", "val", "test")}
             for name, src in sources.items()}
 
 

@@ -49,6 +49,9 @@ _NO_RARE = tuple(c for c in EXPRESSIONS if c not in _RARE)
 class SourceSpec:
     """One source of a study: sizes and the labels its training split keeps (the test split keeps all).
 
+    ``n_val``: rows of the ``val`` split, drawn like the training split (same prior, noise and kept labels: what a
+    held-out part of that database would carry) for model selection; None = ``n_train // 10`` **[choice]**.
+
     ``tasks`` ⊆ ("expr", "au", "va"); ``aus``: annotated AU subset (None = all 17); ``expr_classes``: classes
     whose expression labels are kept (None = all; others become missing); ``imbalance`` in [0, 1]: training
     class prior ∝ uniform^(1-γ) · AffectNet^γ **[choice]**; ``expr_noise``: P(annotated expression wrong);
@@ -58,6 +61,7 @@ class SourceSpec:
     name: str
     n_train: int
     n_test: int = 300
+    n_val: int | None = None
     tasks: tuple[str, ...] = LABEL_TASKS
     aus: tuple[str, ...] | None = None
     expr_classes: tuple[str, ...] | None = None
@@ -66,8 +70,10 @@ class SourceSpec:
     au_noise: float = 0.02
 
     def __post_init__(self) -> None:
-        for attr in ("n_train", "n_test"):
+        for attr in ("n_train", "n_test", "n_val"):
             value = getattr(self, attr)
+            if attr == "n_val" and value is None:
+                continue
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"source {self.name!r}: {attr} must be a non-negative integer, got {value!r}")
         bad = [t for t in self.tasks if t not in LABEL_TASKS]
@@ -160,9 +166,10 @@ def _build(spec: SourceSpec, size: int, channels: int, seed: int, relatedness: R
     """Render one source; returns it and its truth table (true labels and AU intensities of every row)."""
     seq = np.random.SeedSequence([seed, zlib.crc32(spec.name.encode())])
     tables, truths, images = [], [], []
-    for (split, n), ss in zip((("train", spec.n_train), ("test", spec.n_test)), seq.spawn(2)):
+    n_val = spec.n_train // 10 if spec.n_val is None else spec.n_val
+    for (split, n), ss in zip((("train", spec.n_train), ("test", spec.n_test), ("val", n_val)), seq.spawn(3)):
         labels_rng, nuisance_rng, noise_rng = (np.random.default_rng(s) for s in ss.spawn(3))
-        train = split == "train"
+        train = split != "test"  # val is drawn like train
         cfg = replace(config, class_prior=tuple(_class_prior(spec.imbalance if train else 0.0)),
                       expr_noise=spec.expr_noise if train else 0.0)
         truth = sample_labels(n, relatedness, cfg, labels_rng)
@@ -205,7 +212,9 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
     knobs (:class:`FaceConfig`). ``sources``: per-source overrides of :class:`SourceSpec` fields, e.g.
     ``{"disfa_like": {"n_train": 100, "aus": ("AU1", "AU2")}}``. ``expr_noise``, ``au_noise``, ``imbalance``:
     override that field in every source. Same arguments and seed -> identical images and tables. Each source's
-    ``test`` split is drawn with a uniform class prior and carries every label without noise **[choice]**.
+    ``test`` split is drawn with a uniform class prior and carries every label without noise **[choice]**; its
+    ``val`` split (``SourceSpec.n_val``, default a tenth of ``n_train``) is drawn like its training split, so
+    validation scores exist only for the labels that source carries, as with a real database.
 
     ``Study.truth[name]``: every row's true expression, AUs, intensities (``i_AU*``), VA and ``occluded``.
     ``Study.info``: ``labelled_aus`` / ``unlabelled_aus`` and ``labelled_classes`` / ``unlabelled_classes``
@@ -233,8 +242,8 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
         if bad:
             raise ValueError(f"source {spec.name!r}: unknown fields {bad}; valid: {valid_fields}")
         spec = replace(spec, **changes)
-        scaled = {k: (max(1, int(round(getattr(spec, k) * n_scale))) if getattr(spec, k) > 0 else 0)
-                  for k in ("n_train", "n_test")}
+        scaled = {k: (max(1, int(round(getattr(spec, k) * n_scale))) if getattr(spec, k) else getattr(spec, k))
+                  for k in ("n_train", "n_test", "n_val")}
         built.append(replace(spec, **scaled))
     study_sources, truth = {}, {}
     for spec in built:
@@ -249,7 +258,8 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
         "unlabelled_classes": [c for c in EXPRESSIONS if c not in labelled_classes],
         "bayes_ceiling": bayes_ceiling(rel, cfg.au_miss, cfg.au_spont),
         "p_au_given_expr": au_probabilities(rel, cfg.au_miss, cfg.au_spont),
-        "sizes": {s.name: {"train": s.n_train, "test": s.n_test} for s in built},
+        "sizes": {name: {split: int((src.table["split"] == split).sum()) for split in ("train", "val", "test")}
+                  for name, src in study_sources.items()},
         "specs": {s.name: asdict(s) for s in built},
         "config": asdict(cfg),
     }
