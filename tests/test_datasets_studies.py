@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fbhelpers import datasets, manifest, profiles, runner
@@ -95,8 +96,11 @@ def test_affect_study_keeps_each_sources_labels_and_hides_on_request(data_root, 
     assert list(study.sources) == list(studies.FACE_SOURCES)
     for name, src in study.sources.items():
         assert isinstance(src.images, CachedImages) and src.images.shape[1:] == (24, 24, 3)
-        assert set(src.table["split"]) <= {"train", "test"}      # Aff-Wild2's val is the test set here
+        assert set(src.table["split"]) <= {"train", "val", "test"}  # Aff-Wild2's official val is the test set here
         assert (src.table["split"] == "test").any(), name
+    frames = study.sources["affwild2"].table  # the val split holds whole videos, carved from training rows
+    videos = frames.groupby(frames["path"].map(lambda p: p.split("/")[-2]))["split"].agg(set)
+    assert all(len(s) == 1 or "test" in s for s in videos)
     expr_only = study.sources["affectnet"].table
     assert expr_only["expr"].notna().all() and expr_only[list(AUS)].isna().all().all()
     emotionet = study.sources["emotionet"].table
@@ -105,8 +109,26 @@ def test_affect_study_keeps_each_sources_labels_and_hides_on_request(data_root, 
     hidden = studies.affect_study(data_root, size=24, cache=cache, hide=["AU7", "AU14"], progress=False)
     assert {"AU7", "AU14"} <= set(hidden.info["unlabelled_aus"])
     test = hidden.sources["affwild2"].table
-    assert test.loc[test["split"] == "train", "AU7"].isna().all()
+    assert test.loc[test["split"] != "test", "AU7"].isna().all()  # hidden in train and val
     assert test.loc[test["split"] == "test", "AU7"].notna().any()
+
+
+def test_validation_split_moves_a_seeded_share_of_training_rows():
+    paths = [f"v{i // 10}/{i % 10:05d}.jpg" for i in range(2000)]
+    table = pd.DataFrame({"path": paths, "split": ["train"] * 1800 + ["test"] * 200})
+    out = studies.validation_split(table, 0.2, seed=3)
+    val = out["split"] == "val"
+    assert val.sum() / 1800 == pytest.approx(0.2, abs=0.03)
+    assert (table.loc[val, "split"] == "train").all() and (out["split"] == "test").sum() == 200
+    assert out["split"].tolist() == studies.validation_split(table.iloc[::-1], 0.2, seed=3)["split"][::-1].tolist()
+    grouped = studies.validation_split(table, 0.2, seed=3, by_folder=True)
+    per_video = grouped[grouped["split"] != "test"].groupby(grouped["path"].str[:-10])["split"].nunique()
+    assert (per_video == 1).all() and (grouped["split"] == "val").any()
+    official = table.assign(split=["train"] * 1700 + ["val"] * 100 + ["test"] * 200)
+    assert studies.validation_split(official, 0.2).equals(official)
+    assert studies.validation_split(table, 0.0).equals(table)
+    with pytest.raises(ValueError, match="val_fraction must be in"):
+        studies.validation_split(table, 1.0)
 
 
 def test_optional_dataset_skipped_required_one_stops(tmp_path, cache, caplog):

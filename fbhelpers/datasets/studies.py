@@ -114,6 +114,25 @@ def as_test_split(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+FRAME_DATASETS: tuple[str, ...] = ("affwild2", "disfa", "bp4d")  # frames of one video folder stay together
+
+
+def validation_split(table: pd.DataFrame, fraction: float = 0.1, seed: int = 0, by_folder: bool = False
+                     ) -> pd.DataFrame:
+    """``table`` with a seeded ``fraction`` of its training rows moved to ``val`` (for model selection), chosen by a
+    hash of the path, or of the path's folder with ``by_folder`` (a video's frames, or a subject's, stay on one side)
+    [choice]. A table that already has ``val`` rows (e.g. CelebA's official partition) or ``fraction=0`` is kept."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}")
+    if fraction == 0 or (table["split"] == "val").any():
+        return table
+    keys = table["path"].map(lambda p: str(Path(p).parent)) if by_folder else table["path"]
+    move = (table["split"] == "train").to_numpy() & (key_hash(keys, seed + 1) < fraction)
+    out = table.copy()
+    out.loc[move, "split"] = "val"
+    return out
+
+
 def _sizes(sources: Mapping[str, Source]) -> dict[str, dict[str, int]]:
     return {n: {s: int((src.table["split"] == s).sum()) for s in SPLITS} for n, src in sources.items()}
 
@@ -129,19 +148,19 @@ def _labelled(sources: Mapping[str, Source], columns: Sequence[str]) -> list[str
 
 
 def hide_training_labels(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``table`` with ``columns`` set missing on its training rows (test rows keep them): the papers' setting of
-    labels no training source carries, reproduced on a fully labelled database [choice]."""
+    """``table`` with ``columns`` set missing on its training and validation rows (test rows keep them): the papers'
+    setting of labels no training source carries, reproduced on a fully labelled database [choice]."""
     out = table.copy()
     unknown = [c for c in columns if c not in out.columns]
     if unknown:
         raise KeyError(f"hide: no columns {unknown} in the table")
-    out.loc[out["split"] == "train", list(columns)] = np.nan
+    out.loc[out["split"] != "test", list(columns)] = np.nan
     return out
 
 
 def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *,
                  required: Sequence[str] | None = None, size: int = 112, cache: str | Path | None = None,
-                 n_scale: float = 1.0, seed: int = 0, hide: Sequence[str] = (),
+                 n_scale: float = 1.0, seed: int = 0, hide: Sequence[str] = (), val_fraction: float = 0.1,
                  relatedness: Relatedness | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
                  workers: int | None = None, progress: bool | None = None) -> Study:
     """Case study i on the real databases (P0 §4, P1 §4): EXPR + AU + VA from ``sources``.
@@ -157,15 +176,19 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     coupling teaches where no database labels an AU (METHOD.md §7) [choice]. ``options``: loader keyword arguments
     per dataset. ``size``: image side in pixels; ``cache``: the image cache folder (default ``$FBHELPERS_CACHE``
     or ``~/.cache/fbhelpers``); ``n_scale``: fraction of each split kept (the cache always holds every image, so a
-    later full run reuses it). ``info``: ``labelled_aus`` / ``unlabelled_aus`` (by the training splits),
+    later full run reuses it). ``val_fraction``: training rows moved to a ``val`` split for model selection
+    (:func:`validation_split`; whole video / subject folders for Aff-Wild2, DISFA and BP4D) [choice 0.1]. ``info``:
+    ``labelled_aus`` / ``unlabelled_aus`` (by the training splits),
     ``sizes``, ``skipped`` (rows each loader or the cache left out, by reason) and ``missing`` (optional datasets
     not found).
     """
     options = {**(options or {}), "affwild2": {"overlap": "val", **dict((options or {}).get("affwild2", {}))}}
     tables = load_tables(data_root, sources, required, options)
-    srcs = {name: cached_source(name, hide_training_labels(_face_table(name, table, options), hide), table,
-                                dataset_folder(data_root, name), size, cache, n_scale, seed, workers, progress)
-            for name, table in tables.items()}
+    srcs = {}
+    for name, table in tables.items():
+        split = validation_split(_face_table(name, table, options), val_fraction, seed, name in FRAME_DATASETS)
+        srcs[name] = cached_source(name, hide_training_labels(split, hide), table, dataset_folder(data_root, name),
+                                   size, cache, n_scale, seed, workers, progress)
     check_splits(srcs)
     rel = (relatedness or prior("du2014_basic")).align(FACE_TASKS[0].labels, AUS, fill=0.0)
     labelled = _labelled(srcs, AUS)
@@ -192,12 +215,14 @@ def _face_table(name: str, table: pd.DataFrame, options: Mapping[str, Mapping[st
 def _class_attribute(name: str, table: pd.DataFrame, full: pd.DataFrame, folder: Path, class_col: str,
                      class_labels: Sequence[str], attributes: Sequence[str], relatedness: Relatedness | None,
                      hide: Sequence[str], *, size: int, cache: str | Path | None, n_scale: float, seed: int,
-                     workers: int | None, progress: bool | None) -> Study:
+                     val_fraction: float, workers: int | None, progress: bool | None) -> Study:
     """A class + attribute study of one database: tasks ``class_col`` (multiclass) and ``attr`` (multilabel),
     coupled by ``relatedness`` (None: estimated on the training split with every label, P1 §5 / P2 §5, before
-    ``hide``'s attributes lose their training labels: R is known, the batches do not carry them [choice])."""
+    ``hide``'s attributes lose their training labels: R is known, the batches do not carry them [choice]);
+    ``val_fraction`` of the training rows become the ``val`` split (:func:`validation_split`)."""
     keep = ["path", "split", "source", class_col, *attributes]
-    src = cached_source(name, as_test_split(table[keep]), full, folder, size, cache, n_scale, seed, workers, progress)
+    table = validation_split(as_test_split(table[keep]), val_fraction, seed)
+    src = cached_source(name, table, full, folder, size, cache, n_scale, seed, workers, progress)
     check_splits({name: src})
     class_task, attr_task = classification_task(class_col, class_labels), attribute_task("attr", attributes)
     train = src.table[src.table["split"] == "train"]
@@ -231,7 +256,8 @@ def within_class_split(table: pd.DataFrame, class_col: str, test_fraction: float
 
 
 def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequence[str] = (),
-                   split: str = "within_identity", test_fraction: float = 0.2, size: int = 112,
+                   split: str = "within_identity", test_fraction: float = 0.2, val_fraction: float = 0.1,
+                   size: int = 112,
                    cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                    workers: int | None = None, progress: bool | None = None) -> Study:
     """Case study ii on CelebA (P1 §5): tasks ``identity`` and ``attr`` (the 40 attributes), R estimated on the
@@ -239,7 +265,8 @@ def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequen
     ``"within_identity"`` (default; :func:`within_class_split` with ``test_fraction``: every identity has training
     and test images) or ``"official"`` (CelebA's partition, whose identities do not overlap: only for the attributes).
     ``hide``: attributes whose training labels are removed, to measure what coupling teaches where no label is
-    (METHOD.md §7)."""
+    (METHOD.md §7). ``val_fraction``: training rows moved to ``val`` (:func:`validation_split`; the official split
+    keeps CelebA's own validation partition)."""
     if split not in ("within_identity", "official"):
         raise ValueError(f"split must be 'within_identity' or 'official', got {split!r}")
     folder = dataset_folder(data_root, "celeba")
@@ -249,10 +276,11 @@ def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequen
         table = within_class_split(table, "identity", test_fraction, seed)
     return _class_attribute("celeba", table, full, folder, "identity", table.attrs["identity_labels"],
                             celeba.ATTRIBUTES, None, hide, size=size, cache=cache, n_scale=n_scale, seed=seed,
-                            workers=workers, progress=progress)
+                            val_fraction=val_fraction, workers=workers, progress=progress)
 
 
-def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[str] = (), size: int = 112,
+def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[str] = (), val_fraction: float = 0.1,
+                  size: int = 112,
                   cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                   workers: int | None = None, progress: bool | None = None) -> Study:
     """"Beyond faces" on CUB-200-2011 (P2 §5): tasks ``species`` and ``attr`` (312 attributes) coupled by the class x
@@ -270,10 +298,12 @@ def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[s
     if unmatched:
         raise KeyError(f"hide: {unmatched} name no CUB attribute (nor a group ending in '::')")
     return _class_attribute("cub", table, full, folder, "species", labels, attributes, rel, hidden, size=size,
-                            cache=cache, n_scale=n_scale, seed=seed, workers=workers, progress=progress)
+                            cache=cache, n_scale=n_scale, seed=seed, val_fraction=val_fraction, workers=workers,
+                            progress=progress)
 
 
-def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[str] = (), size: int = 112,
+def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[str] = (), val_fraction: float = 0.1,
+                          size: int = 112,
                           cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                           options: Mapping[str, Any] | None = None, workers: int | None = None,
                           progress: bool | None = None) -> Study:
@@ -284,7 +314,7 @@ def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[st
     attributes = list(table.attrs["attributes"])
     return _class_attribute(name, table, table, dataset_folder(data_root, name), class_col,
                             table.attrs["class_labels"], attributes, None, hide, size=size, cache=cache,
-                            n_scale=n_scale, seed=seed, workers=workers, progress=progress)
+                            n_scale=n_scale, seed=seed, val_fraction=val_fraction, workers=workers, progress=progress)
 
 
 def compound_source(data_root: str | Path, name: str = "rafdb_compound", *, split: str | None = "test",
