@@ -1,25 +1,29 @@
-"""Command line: ``python -m fbhelpers run|demo|check-data|make-fixture-root|cache|bench|refresh-references``
-(DESIGN.md §Modules).
+"""Command line: ``python -m fbhelpers COMMAND``, COMMAND one of run, demo, check-data, make-fixture-root, cache,
+predict, export-model, bench, refresh-references (DESIGN.md §Modules).
 
     python -m fbhelpers run --profile demo [--only 02,05] [--out runs/NAME] [-p KEY VALUE ...]
     python -m fbhelpers demo [--profile demo]            # run + where the summary is + a short table
     python -m fbhelpers check-data [--data-root PATH] [--manifest data_manifest.yaml] [--strict] [--record]
     python -m fbhelpers make-fixture-root DIR            # tiny copies of every database, official layouts
     python -m fbhelpers cache build NAME --root DIR --size 112 [--workers N] [--cache DIR] [--strict]
+    python -m fbhelpers predict MODEL --images DIR_OR_GLOB_OR_CSV --out predictions.csv [--device auto]
+    python -m fbhelpers export-model CHECKPOINT OUT [--meta KEY VALUE ...]   # a fit checkpoint -> a model file
     python -m fbhelpers bench [--benchmarks-dir benchmarks]
     python -m fbhelpers refresh-references [--profile smoke]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from . import datasets, manifest, profiles, runner
+from . import datasets, inference, manifest, models, profiles, runner
 
 
 def parse_value(text: str) -> Any:
@@ -134,6 +138,36 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict every image of ``--images`` with a model file; write the table (atomically) and one summary line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = inference.predict_table(args.model, args.images, recursive=args.recursive,
+                                        batch_size=args.batch_size, device=args.device, strict=args.strict,
+                                        progress=False if args.no_progress else None)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    print(f"wrote {len(table):,} rows to {out}; skipped {len(table.attrs['skipped']):,} unreadable files; "
+          f"model {args.model}; device {table.attrs['device']}")
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    """A ``train.fit`` checkpoint -> a model file (``models.save_from_checkpoint``), checked by loading it back."""
+    path = models.save_from_checkpoint(args.checkpoint, args.out,
+                                       **{key: parse_value(value) for key, value in args.meta})
+    model = models.load(path)
+    tasks = ", ".join(t.name for t in model.tasks)
+    print(f"wrote {path}: {model.backbone_name}, tasks {tasks}, input {model.input_size[0]}x{model.input_size[1]}, "
+          f"{len(model.couplings)} couplings (from {args.checkpoint})")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     directory = runner.find_repo_path(args.benchmarks_dir)
     scripts = sorted(directory.glob("*.py")) if directory.is_dir() else []
@@ -169,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     usage_lines = "\n".join(line for line in __doc__.splitlines() if line.startswith("    python -m"))
     parser = argparse.ArgumentParser(
         prog="python -m fbhelpers", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the fbhelpers notebook suite, check the real datasets, run the benchmarks.",
+        description="Run the fbhelpers notebook suite, check the real datasets, predict with a saved model, run the "
+                    "benchmarks.",
         epilog="examples:\n" + usage_lines)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks, write runs/NAME/")
@@ -204,6 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a loader option (values parsed as YAML), e.g. -o images '{subject}/{frame:05d}.jpg'")
     build.add_argument("--no-progress", action="store_true")
     build.set_defaults(func=cmd_cache_build)
+    predict = sub.add_parser("predict", help="a model file's predictions on aligned face crops, as a CSV")
+    predict.add_argument("model", help="a model file (models.save, export-model)")
+    predict.add_argument("--images", required=True,
+                         help="a folder of images, a glob pattern, or a CSV with a 'path' column (relative to it)")
+    predict.add_argument("--out", required=True, help="the CSV to write (one row per image)")
+    predict.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--no-recursive", dest="recursive", action="store_false",
+                         help="only the folder's own files, not its sub-folders")
+    predict.add_argument("--strict", action="store_true", help="stop at the first file that does not decode")
+    predict.add_argument("--no-progress", action="store_true")
+    predict.set_defaults(func=cmd_predict)
+    export = sub.add_parser("export-model", help="turn a train.fit checkpoint (last.pt) into a model file")
+    export.add_argument("checkpoint")
+    export.add_argument("out")
+    export.add_argument("--meta", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="metadata stored in the file (values parsed as YAML), e.g. --meta profile paper")
+    export.set_defaults(func=cmd_export_model)
     bench = sub.add_parser("bench", help="run benchmarks/*.py and print their output")
     bench.add_argument("--benchmarks-dir", default="benchmarks")
     bench.set_defaults(func=cmd_bench)
