@@ -4,17 +4,50 @@ P0 §4 / P1 §4 train FaceBehaviorNet end to end on mixed batches from all datab
 of ``losses.combined_loss`` (task losses + co-annotation + distribution matching). The papers give no training
 schedule for the coupling study, so optimiser, schedule, augmentation and budget are [choice] parameters.
 
+How ``fit`` is built, in reading order:
+
+1. set-up: the sources are checked, the couplings' R aligned to the tasks' label orders, and the run's
+   ``settings`` (everything that changes results) collected as plain values;
+2. a ``TrainState`` (model, optimiser, scheduler, sampler, augmentation RNG, step, history rows): what training
+   changes and a checkpoint saves;
+3. ``train_step(state, recipe)``: one optimisation step on the next mixed batch;
+4. fixed points after each step (``_Monitor``): read the losses back into the history, evaluate (``eval_sources``
+   on ``eval_split``; the training sources on ``val_split``), select the best model and stop early, call the
+   logging callbacks, write the checkpoint.
+
+Callbacks: ``fit(..., callbacks=[...])`` takes ``Callback`` objects; ``fit`` calls their methods at fixed
+points, on rank 0 only under DDP, and every method is a no-op unless overridden:
+
+- ``on_start(step, settings)``: before the first step (``step`` > 0 on resume; ``settings``: plain values);
+- ``on_log(step, row)``: every history row, in step order (the evaluation columns included on evaluation rows);
+- ``on_evaluate(step, split, scores)``: every evaluation, tidy ``scores`` (source, task, metric, value);
+- ``on_end(history)``: after training (not after an error).
+
+``TensorBoardLogger(log_dir)`` (or ``fit(..., tensorboard_dir=...)``) is one: every history column as a scalar,
+with the optional ``tensorboard`` package. An experiment tracker is a few lines::
+
+    class Tracker(Callback):
+        def on_start(self, step, settings):
+            self.run = tracker.init(config=settings)
+        def on_log(self, step, row):
+            self.run.log(row, step=step)
+
 Device-agnostic: CPU or CUDA (``device="auto"``), bf16 autocast on CUDA, optional ``channels_last`` and
 ``torch.compile``. Under ``torchrun`` (``WORLD_SIZE > 1``) the same ``fit`` runs DistributedDataParallel (gloo on
-CPU, NCCL on CUDA): each rank draws its own disjoint share of every source's quota; only rank 0 writes
-checkpoints, history and progress. Checkpoints are written atomically and hold everything needed to resume the
-exact same run: ``fit(..., resume=True)`` after a crash ends with the same weights as an uninterrupted run.
+CPU, NCCL on CUDA): each rank draws its own disjoint share of every source's quota; only rank 0 evaluates, writes
+checkpoints, history and progress and runs the callbacks. Checkpoints are written atomically and hold everything
+needed to resume the exact same run: ``fit(..., resume=True)`` after a crash ends with the same weights as an
+uninterrupted run, and refuses a checkpoint written with other settings.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import inspect
 import math
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Mapping, Sequence
@@ -35,6 +68,7 @@ from .study import Study
 from .tasks import Task
 
 CHECKPOINT = "last.pt"
+BEST = "best.pt"
 HISTORY = "history.csv"
 
 
@@ -123,6 +157,170 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
+def _open_group(world: int, device: str | torch.device, local_rank: int) -> bool:
+    """Under torchrun, open the process group (NCCL on CUDA, gloo on CPU) unless open; True when ``fit`` owns it."""
+    if world == 1 or dist.is_initialized():
+        return False
+    dist.init_process_group("nccl" if resolve_device(device, local_rank).type == "cuda" else "gloo")
+    return True
+
+
+def _use_device(device: str | torch.device, local_rank: int) -> torch.device:
+    dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _check_run(steps: int, resume: bool, checkpoint_dir: str | Path | None, val_split: str | None,
+               select: str | None, patience: int | None) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    if select is not None and not val_split:
+        raise ValueError(f"select={select!r} needs val_split (the split it is scored on, e.g. 'val')")
+    if patience is not None and select is None:
+        raise ValueError(f"patience={patience!r} needs select (the validation score it watches)")
+
+
+def _augment_options(augment: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """All keyword arguments of ``batching.augment`` (its defaults completed), None when off; unknown names refused."""
+    if not augment:
+        return None
+    defaults = {k: p.default for k, p in inspect.signature(batching.augment).parameters.items()
+                if p.kind is p.KEYWORD_ONLY}
+    given = {} if augment is True else dict(augment)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"augment: unknown settings {unknown}; batching.augment takes {sorted(defaults)}")
+    return {**defaults, **given}
+
+
+def _val_sources(sources: Study | Mapping[str, Source], split: str) -> dict[str, Source]:
+    """The training sources' ``split`` rows (a source without a ``split`` column has none), empty ones left out;
+    ValueError when no source has any."""
+    every = sources.sources if isinstance(sources, Study) else sources
+    subsets = {n: s.subset(split) for n, s in every.items() if "split" in s.table}
+    subsets = {n: s for n, s in subsets.items() if len(s)}
+    if not subsets:
+        raise ValueError(f"val_split={split!r}: none of the training sources {list(every)} has rows in it")
+    return subsets
+
+
+def _align(couplings: Sequence[Coupling], tasks: Sequence[Task], device: torch.device) -> list[Coupling]:
+    """Every coupling with R as a tensor aligned to its tasks' label orders, on ``device`` (once per run)."""
+    aligned = (coupling_tensor(c, tasks, torch.zeros((), device=device)) for c in couplings)
+    return [Coupling(ct.name, at.name, r) for ct, at, r in aligned]
+
+
+def _plain_couplings(aligned: Sequence[Coupling], tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """The checkpoint's ``couplings``: task names, label names and the aligned R as plain lists."""
+    labels = {t.name: list(t.labels) for t in tasks}
+    return [{"class_task": c.class_task, "attr_task": c.attr_task, "classes": labels[c.class_task],
+             "attributes": labels[c.attr_task], "values": c.relatedness.cpu().tolist()} for c in aligned]
+
+
+def _input_size(sources: Mapping[str, Source]) -> list[int]:
+    """``[H, W]`` of the training images; ValueError naming the sizes when sources differ."""
+    sizes = {n: tuple(int(v) for v in s.images.shape[1:3]) for n, s in sources.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"training sources have images of different sizes (H, W): {sizes}")
+    return list(next(iter(sizes.values())))
+
+
+def _model_spec(model: nn.Module) -> dict[str, Any] | None:
+    """``model.spec()`` (``models.MultiHeadNet``) or None."""
+    return model.spec() if callable(getattr(model, "spec", None)) else None
+
+
+def _digest(weights: Mapping[str, np.ndarray] | None) -> dict[str, str] | None:
+    """A short SHA-256 of each source's sample weights (float64), None without weights."""
+    if not weights:
+        return None
+    return {n: hashlib.sha256(np.ascontiguousarray(w, dtype=np.float64).tobytes()).hexdigest()[:16]
+            for n, w in sorted(weights.items())}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, numpy scalars as Python numbers and keys as strings, so that it compares
+    equal to itself after a ``weights_only`` round trip."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
+              couplings: list[dict[str, Any]], input_size: list[int], options: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that changes a run's results, as plain values: ``options`` (fit's scalar settings) plus quota,
+    source sizes, image size, tasks, loss settings, aligned couplings and the model spec (or its parameter names
+    and shapes). Saved as the checkpoint's ``config``; a resume must match it."""
+    model = state.model
+    spec = _model_spec(model) or {"parameters": [[n, list(p.shape)] for n, p in model.named_parameters()]}
+    sampler = state.loader.sampler
+    return _plain({**options, "quota": sampler.quota, "sources": sampler.sizes, "input_size": input_size,
+                   "tasks": [t.name for t in tasks], "loss": dataclasses.asdict(loss_config),
+                   "couplings": couplings, "model": spec})
+
+
+def _differences(saved: Any, now: Any, name: str = "") -> dict[str, tuple[Any, Any]]:
+    """Settings that differ, by dotted name (into dicts and lists of dicts): name -> (saved, now)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        pairs = [(str(k), saved.get(k), now.get(k)) for k in dict.fromkeys([*saved, *now])]
+    elif (isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now)
+          and any(isinstance(v, dict) for v in saved)):
+        pairs = [(str(i), a, b) for i, (a, b) in enumerate(zip(saved, now))]
+    else:
+        return {} if saved == now else {name: (saved, now)}
+    out: dict[str, tuple[Any, Any]] = {}
+    for key, a, b in pairs:
+        out.update(_differences(a, b, f"{name}.{key}" if name else key))
+    return out
+
+
+def _short(value: Any, width: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _initial_state(model: nn.Module, datasets: Mapping[str, TaskDataset], device: torch.device,
+                   options: Mapping[str, Any], rank: int, *, quota: int | Mapping[str, int],
+                   sample_weights: Mapping[str, np.ndarray] | None, prefetch: int | None,
+                   channels_last: bool) -> TrainState:
+    """The model on ``device`` in train mode, a fresh optimiser and schedule (``options``: fit's settings), the
+    multi-source loader at step 0 (``prefetch`` default: 2 on CUDA, 0 on CPU)."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    o = options
+    opt = _optimizer(model.parameters(), o["optimizer"], o["lr"], o["weight_decay"])
+    sched = _scheduler(opt, o["schedule"], o["steps"], o["warmup"], o["lr"])
+    prefetch = (2 if device.type == "cuda" else 0) if prefetch is None else prefetch
+    loader = MultiSourceLoader(datasets, quota, seed=o["seed"], rank=rank, world_size=o["world_size"],
+                               weights=sample_weights, prefetch=prefetch, pin_memory=device.type == "cuda")
+    return TrainState(model, opt, sched, loader)
+
+
+def _network(model: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
+    """The module a step calls: ``model``, wrapped in DistributedDataParallel under torchrun, compiled on request."""
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if compile else net
+
+
+def _shared(value: Any, world: int) -> Any:
+    """Rank 0's ``value`` on every rank."""
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     key, keys, pos, has_gauss, cached = np.random.get_state()
@@ -181,6 +379,348 @@ def _history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({"step": pd.Series(dtype=int)})
 
 
+# ----------------------------------------------------------------------------------------------- training state
+@dataclass
+class TrainState:
+    """What training changes and a checkpoint saves: the model, optimiser, learning-rate ``scheduler``, the
+    multi-source ``loader`` (its sampler's position), the augmentation RNG ``generator``, the number of completed
+    ``step``s and the history ``rows``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: MultiSourceLoader
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    step: int = 0
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain containers only (``weights_only`` loading); the global RNGs are saved too."""
+        history = _history_frame(self.rows)
+        return {
+            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "sampler": self.loader.state_dict(),
+            "rng": _rng_state(self.generator),
+            "history": {"columns": list(history.columns), "rows": history.to_numpy(float).tolist()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue exactly where ``state`` (from ``state_dict``) left off."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loader.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"], self.generator)
+        self.rows = [dict(zip(state["history"]["columns"], r)) for r in state["history"]["rows"]]
+        for row in self.rows:
+            row["step"] = int(row["step"])
+        self.step = int(state["step"])
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What every step does, fixed for a run: call ``net`` (the model, DDP-wrapped and/or compiled) and apply
+    ``combined_loss`` over ``tasks`` and the aligned ``couplings`` with ``loss``; on ``device`` (bf16 autocast when
+    ``amp``), with ``batching.augment(**augment)`` (None = off), ``channels_last`` inputs, gradient-norm clipping
+    at ``grad_clip`` (None / 0 = off) and step seeds drawn from (``seed``, step, ``rank``)."""
+
+    net: nn.Module
+    tasks: tuple[Task, ...]
+    couplings: list[Coupling]
+    loss: LossConfig
+    device: torch.device
+    amp: bool = False
+    augment: Mapping[str, Any] | None = None
+    channels_last: bool = False
+    grad_clip: float | None = None
+    seed: int = 0
+    rank: int = 0
+
+
+def train_step(state: TrainState, recipe: Recipe) -> tuple[dict[str, torch.Tensor], float]:
+    """One optimisation step on ``state``'s next mixed batch. Returns the detached loss terms (``total`` first,
+    still on the device) and the learning rate used. Dropout and augmentation draw from the step's own seed, so
+    a step is a pure function of the state and (seed, step, rank)."""
+    dev = recipe.device
+    batch = to_device(state.loader.next_batch(), dev, non_blocking=dev.type == "cuda")
+    step_seed = _step_seed(recipe.seed, state.step, recipe.rank)
+    torch.manual_seed(step_seed)
+    state.generator.manual_seed(step_seed)
+    x = to_float(batch["image"])
+    if recipe.augment is not None:
+        x = batching.augment(x, state.generator, **recipe.augment)
+    if recipe.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe.amp):
+        out = recipe.net(x)
+    out = {k: v.float() for k, v in out.items()}
+    total, terms = combined_loss(out, batch, recipe.tasks, recipe.couplings, recipe.loss, step=state.step)
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if recipe.grad_clip:
+        nn.utils.clip_grad_norm_(state.model.parameters(), recipe.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.step += 1
+    return {"total": total.detach(), **{k: v.detach() for k, v in terms.items()}}, lr
+
+
+# ----------------------------------------------------------------------------------------------- callbacks
+class Callback:
+    """Hooks that ``fit(..., callbacks=[...])`` calls at fixed points (rank 0 only under DDP); each is a no-op
+    here, so a subclass overrides only what it needs (see the module docstring for an example)."""
+
+    def on_start(self, step: int, settings: Mapping[str, Any]) -> None:
+        """Before the first step: ``step`` is where training starts (> 0 on resume), ``settings`` the run's
+        plain settings (those a resume must match)."""
+
+    def on_log(self, step: int, row: Mapping[str, float]) -> None:
+        """Every history row, in step order; an evaluation row holds its ``eval/...`` and ``val/...`` columns."""
+
+    def on_evaluate(self, step: int, split: str | None, scores: pd.DataFrame) -> None:
+        """Every evaluation: tidy ``scores`` (source, task, metric, value) on ``split`` after ``step`` steps."""
+
+    def on_end(self, history: pd.DataFrame) -> None:
+        """After training (not after an error): the whole history, ``attrs`` ``best_step`` and ``best_score``."""
+
+
+class TensorBoardLogger(Callback):
+    """Every history column as a TensorBoard scalar (tag = column name: ``total``, ``lr``, ``val/select``, ...) in
+    event files under ``log_dir``. Needs the optional ``tensorboard`` package (``pip install tensorboard``, or the
+    ``fbhelpers[tensorboard]`` extra). On resume, the killed run's events from the resumed step on are purged."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError(f"TensorBoardLogger needs the tensorboard package (pip install tensorboard): {err}"
+                              ) from err
+        self.log_dir = Path(log_dir)
+        self._writer_class = SummaryWriter
+        self.writer = None
+
+    def on_start(self, step: int, settings: Mapping[str, Any]) -> None:
+        self.writer = self._writer_class(str(self.log_dir), purge_step=step or None)
+
+    def on_log(self, step: int, row: Mapping[str, float]) -> None:
+        for key, value in row.items():
+            if key != "step":
+                self.writer.add_scalar(key, value, step)
+
+    def on_end(self, history: pd.DataFrame) -> None:
+        self.writer.close()
+
+
+# ----------------------------------------------------------------------------------------------- fixed points
+class _LossLog:
+    """Per-step loss terms kept on the device and read back into history ``rows`` (``step``, ``total``, each
+    term, ``lr``, ``images_per_s``; averaged over ranks) every ``sync_every`` steps or on demand. A non-finite
+    loss stops training with an error naming the step, the term and the sources feeding it."""
+
+    def __init__(self, rows: list[dict[str, float]], sync_every: int, images_per_step: int, world: int,
+                 labelled: Mapping[str, list[str]], names: list[str], bar) -> None:
+        self.rows, self.sync_every, self.images_per_step, self.world = rows, sync_every, images_per_step, world
+        self.labelled, self.names, self.bar = labelled, names, bar
+        self.pending: list[tuple[int, torch.Tensor, float]] = []
+        self.keys: list[str] = []
+        self.clock = perf_counter()
+
+    def add(self, step: int, terms: Mapping[str, torch.Tensor], lr: float) -> None:
+        self.keys = self.keys or list(terms)
+        self.pending.append((step, torch.stack([terms[k] for k in self.keys]), lr))
+
+    def due(self) -> bool:
+        return len(self.pending) >= self.sync_every
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([v for _, v, _ in self.pending])
+        if self.world > 1:
+            dist.all_reduce(values)
+            values /= self.world
+        now = perf_counter()
+        speed = self.images_per_step * len(self.pending) / max(now - self.clock, 1e-9)
+        self.clock = now
+        for (step, _, lr), vals in zip(self.pending, values.cpu().tolist()):
+            terms = dict(zip(self.keys, vals))
+            if not all(map(math.isfinite, vals)):
+                bad = [k for k in self.keys[1:] if not math.isfinite(terms[k])] or ["total"]
+                raise FloatingPointError(
+                    f"non-finite loss at step {step}: term {bad[0]!r} = {terms[bad[0]]} (all terms {terms}); "
+                    f"sources in the batch feeding it: {self.labelled.get(bad[0], self.names)}"
+                )
+            self.rows.append({"step": step, **terms, "lr": lr, "images_per_s": speed})
+        self.pending.clear()
+        self.bar.set_postfix(loss=f"{self.rows[-1]['total']:.4f}", refresh=False)
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """``evaluate`` of ``sources`` on ``split``, as history columns ``<prefix>/<source>/<task>/<metric>``."""
+
+    prefix: str
+    sources: Study | Mapping[str, Source]
+    split: str | None
+
+
+class _Selection:
+    """Best-model selection on one validation score, ``select``: ``"<task>/<metric>"`` (mean over the sources
+    whose validation rows label the task) or ``"<source>/<task>/<metric>"``; ``mode`` "max" (higher is better) or
+    "min". Early stopping after ``patience`` evaluations without improvement (None = never). A NaN score never
+    improves. The best weights are kept on the CPU."""
+
+    def __init__(self, select: str, mode: str = "max", patience: int | None = None) -> None:
+        parts = select.split("/") if isinstance(select, str) else []
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"select must be '<task>/<metric>' or '<source>/<task>/<metric>', got {select!r}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"select_mode must be 'max' or 'min', got {mode!r}")
+        if patience is not None and (int(patience) != patience or patience < 1):
+            raise ValueError(f"patience must be a whole number of evaluations >= 1 (or None), got {patience!r}")
+        self.select, self.mode, self.patience = select, mode, patience
+        self.source, self.task, self.metric = parts if len(parts) == 3 else (None, *parts)
+        self.best_step: int | None = None
+        self.best_score: float | None = None
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.waited, self.stopped = 0, False
+
+    def check(self, val_sources: Mapping[str, Source], tasks: Sequence[Task]) -> None:
+        """ValueError unless the task exists and the validation rows of some source (the named one) label it."""
+        names = [t.name for t in tasks]
+        if self.task not in names:
+            raise ValueError(f"select {self.select!r}: unknown task {self.task!r}; the tasks are {names}")
+        labelling = [n for n, s in val_sources.items() if TaskDataset(s, tasks).labelled[self.task]]
+        if not labelling or self.source not in (None, *labelling):
+            raise ValueError(f"select {self.select!r}: no validation rows of {self.source or 'any source'!r} label "
+                             f"task {self.task!r}; sources whose validation rows do: {labelling}")
+
+    def score(self, scores: pd.DataFrame) -> float:
+        """The selection score from ``evaluate``'s tidy scores; ValueError listing the scores there are."""
+        keep = (scores["task"] == self.task) & (scores["metric"] == self.metric)
+        if self.source is not None:
+            keep &= scores["source"] == self.source
+        if not keep.any():
+            have = (scores["source"] + "/" if self.source else "") + scores["task"] + "/" + scores["metric"]
+            raise ValueError(f"select {self.select!r}: no such validation score; there are {sorted(set(have))}")
+        return float(scores.loc[keep, "value"].mean())
+
+    def update(self, step: int, score: float, model: nn.Module) -> None:
+        """Keep ``model``'s weights when ``score`` beats the best so far; count evaluations without improvement."""
+        best = self.best_score
+        better = best is None or (score > best if self.mode == "max" else score < best)
+        if better and not math.isnan(score):
+            self.best_step, self.best_score, self.waited = step, score, 0
+            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
+        self.stopped = self.patience is not None and self.waited >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"select": self.select, "step": self.best_step, "score": self.best_score, "model": self.best_model,
+                "waited": self.waited, "stopped": self.stopped}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_step, self.best_score, self.best_model = state["step"], state["score"], state["model"]
+        self.waited, self.stopped = int(state["waited"]), bool(state["stopped"])
+
+
+class _Checkpointer:
+    """Rank 0 writes, atomically, into ``folder``: ``last.pt`` (the ``TrainState``, ``config`` = the run's
+    settings, ``best`` = the selection state, and ``meta``: ``model_spec``, ``input_size``, ``couplings``) every
+    ``every`` steps, at the end and at an early stop; ``best.pt`` (the best weights as ``model``, with ``step``,
+    ``score``, ``select``, ``config`` and ``meta``) when the best step changed; and ``history.csv``."""
+
+    def __init__(self, folder: str | Path, every: int, settings: Mapping[str, Any], meta: Mapping[str, Any],
+                 rank: int) -> None:
+        self.folder, self.every, self.settings, self.meta, self.rank = Path(folder), every, settings, meta, rank
+        self.best_written: int | None = None
+
+    def due(self, step: int, steps: int) -> bool:
+        return step == steps or step % self.every == 0
+
+    def write(self, state: TrainState, selection: _Selection | None) -> None:
+        if self.rank != 0:
+            return
+        if selection is not None and selection.best_step not in (None, self.best_written):
+            save_checkpoint(self.folder / BEST, {"step": selection.best_step, "score": selection.best_score,
+                                                 "select": selection.select, "model": selection.best_model,
+                                                 "config": self.settings, **self.meta})
+            self.best_written = selection.best_step
+        best = selection.state_dict() if selection is not None else None
+        save_checkpoint(self.folder / CHECKPOINT, {**state.state_dict(), "config": self.settings, "best": best,
+                                                   **self.meta})
+        _write_csv(_history_frame(state.rows), self.folder / HISTORY)
+
+    def restore(self, state: TrainState, selection: _Selection | None) -> None:
+        """Continue from ``last.pt`` when it exists; ValueError listing every setting that differs."""
+        path = self.folder / CHECKPOINT
+        if not path.exists():
+            return
+        saved = load_checkpoint(path)
+        diff = _differences(saved["config"], self.settings)
+        if diff:
+            listed = "; ".join(f"{k}: {_short(a)} vs {_short(b)}" for k, (a, b) in diff.items())
+            raise ValueError(f"checkpoint {path} was written with other settings (saved vs now): {listed}")
+        state.load_state_dict(saved)
+        if selection is not None:
+            selection.load_state_dict(saved["best"])
+            self.best_written = selection.best_step
+
+
+class _Monitor:
+    """The fixed points after every step, in order: read the losses back (every ``sync_every`` steps, and before
+    anything that reads the history), evaluate every ``eval_every`` steps and at the end (rank 0), update the
+    best-model selection (rank 0's score on every rank), pass the new rows to the callbacks, checkpoint."""
+
+    def __init__(self, losses: _LossLog, *, steps: int, eval_every: int | None, evaluations: list[_Evaluation],
+                 selection: _Selection | None, checkpointer: _Checkpointer | None, callbacks: list[Callback],
+                 tasks: tuple[Task, ...], device: torch.device, amp: bool, rank: int, world: int) -> None:
+        self.losses, self.steps, self.eval_every, self.evaluations = losses, steps, eval_every, evaluations
+        self.selection, self.checkpointer, self.callbacks = selection, checkpointer, callbacks
+        self.tasks, self.device, self.amp, self.rank, self.world = tasks, device, amp, rank, world
+        self.logged = len(losses.rows)
+
+    @property
+    def stopped(self) -> bool:
+        return self.selection is not None and self.selection.stopped
+
+    def after_step(self, state: TrainState, terms: Mapping[str, torch.Tensor], lr: float) -> None:
+        done = state.step
+        self.losses.add(done, terms, lr)
+        evaluating = bool(self.evaluations) and (done == self.steps or bool(self.eval_every)
+                                                 and done % self.eval_every == 0)
+        checkpointing = self.checkpointer is not None and self.checkpointer.due(done, self.steps)
+        if self.losses.due() or evaluating or checkpointing or done == self.steps:
+            self.losses.flush()
+        if evaluating:
+            self._evaluate(state.model, done, state.rows[-1])
+        self._log(state.rows)
+        if self.checkpointer is not None and (checkpointing or self.stopped):
+            self.checkpointer.write(state, self.selection)
+        self.losses.bar.update(1)
+
+    def _evaluate(self, model: nn.Module, step: int, row: dict[str, float]) -> None:
+        score = None
+        if self.rank == 0:
+            for ev in self.evaluations:
+                scores = evaluate(model, ev.sources, self.tasks, split=ev.split, device=self.device, amp=self.amp)
+                row.update({f"{ev.prefix}/{r.source}/{r.task}/{r.metric}": r.value for r in scores.itertuples()})
+                for callback in self.callbacks:
+                    callback.on_evaluate(step, ev.split, scores)
+                if ev.prefix == "val" and self.selection is not None:
+                    score = row["val/select"] = self.selection.score(scores)
+        if self.selection is not None:
+            self.selection.update(step, _shared(score, self.world), model)
+
+    def _log(self, rows: list[dict[str, float]]) -> None:
+        for row in rows[self.logged:]:
+            for callback in self.callbacks:
+                callback.on_log(row["step"], row)
+        self.logged = len(rows)
+
+
 # ----------------------------------------------------------------------------------------------- fit
 def fit(
     model: nn.Module,
@@ -210,6 +750,12 @@ def fit(
     eval_sources: Study | Mapping[str, Source] | None = None,
     eval_every: int | None = None,
     eval_split: str | None = "test",
+    val_split: str | None = None,
+    select: str | None = None,
+    select_mode: str = "max",
+    patience: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    tensorboard_dir: str | Path | None = None,
     progress: bool | None = None,
     history_csv: str | Path | None = None,
     sync_every: int | None = None,
@@ -221,7 +767,8 @@ def fit(
     couplings unless given). Every step takes ``quota`` rows from each source (int or per-source dict; per rank
     under DDP, so the global batch is ``world_size * sum(quota)``), so every loss term is present in every step.
     Refused before training (ValueError naming them): empty sources, sources without any label, tasks without
-    any source. Loss: ``loss_config`` (default ``LossConfig()``) over ``couplings``.
+    any source, sources with different image sizes. Loss: ``loss_config`` (default ``LossConfig()``) over
+    ``couplings``.
 
     [choice] defaults: AdamW (``optimizer="sgd"``: momentum 0.9, Nesterov), weight decay on all parameters,
     ``schedule="cosine"`` with linear warm-up over ``warmup_steps`` (default 5 % of ``steps``; ``"constant"``
@@ -235,174 +782,131 @@ def fit(
 
     The sample sequence, the augmentation and dropout randomness are pure functions of (``seed``, step, rank),
     so a run is reproducible on CPU and a resumed run replays it exactly. ``checkpoint_dir``: ``last.pt`` every
-    ``checkpoint_every`` steps (default ``steps // 10``) and at the end, plus ``history.csv``; ``resume=True``
-    continues from ``last.pt`` when it exists (its settings must match). ``eval_sources`` are scored with
-    ``evaluate`` on ``eval_split`` every ``eval_every`` steps and at the end (columns
-    ``eval/<source>/<task>/<metric>``). A NaN or infinite loss stops training with an error naming the step, the
-    term and the sources. ``sync_every``: steps between reading losses back from the device (default 1 on CPU,
-    25 on CUDA). History: one row per step with ``step`` (completed steps), ``total``, each unweighted loss term,
-    ``lr`` and ``images_per_s``; also written to ``history_csv``.
+    ``checkpoint_every`` steps (default ``steps // 10``) and at the end, plus ``history.csv`` (and ``best.pt``
+    when selecting). ``last.pt`` also holds ``model_spec`` (``model.spec()`` or None), ``input_size`` ([H, W]),
+    ``couplings`` (the aligned R: class / attribute task and label names, values as lists) and ``best`` (the
+    selection state). ``resume=True`` continues from ``last.pt`` when it exists and refuses (ValueError listing
+    saved vs now) a checkpoint written with other settings: steps, quota, seed, world size, optimiser, lr, weight
+    decay, schedule, warm-up, grad_clip, augmentation, sample weights (a digest), sources and sizes, image size,
+    tasks, loss settings, couplings' R, the model spec (or parameter shapes) and the validation settings.
+
+    Evaluation every ``eval_every`` steps and at the end (rank 0): ``eval_sources`` scored with ``evaluate`` on
+    ``eval_split`` (columns ``eval/<source>/<task>/<metric>``); with ``val_split`` (e.g. ``"val"``) the training
+    sources are scored on that split (columns ``val/<source>/<task>/<metric>``; ValueError when no source has
+    rows there). ``select``: ``"<task>/<metric>"`` (mean over the sources whose validation rows label the task;
+    metric names of ``metrics.score_task``, e.g. ``expr/accuracy``, ``au/mean_f1``, ``va/mean_ccc``) or
+    ``"<source>/<task>/<metric>"``, higher is better unless ``select_mode="min"``; column ``val/select``, and at
+    the end the model holds the weights of the best evaluation (``history.attrs["best_step"]`` and
+    ``["best_score"]``; both None without ``select``). ``patience``: stop after that many evaluations without
+    improvement. An unknown task / source in ``select`` is refused before training, an unknown metric at the
+    first evaluation (listing the scores there are).
+
+    ``callbacks``: ``Callback`` objects called at fixed points on rank 0 (``on_start``, ``on_log`` for every
+    history row, ``on_evaluate``, ``on_end``; see the module docstring); ``tensorboard_dir`` adds a
+    ``TensorBoardLogger`` there (needs ``tensorboard``). A NaN or infinite loss stops training with an error naming
+    the step, the term and the sources. ``sync_every``: steps between reading losses back from the device
+    (default 1 on CPU, 25 on CUDA). History: one row per step with ``step`` (completed steps), ``total``, each
+    unweighted loss term, ``lr`` and ``images_per_s``; also written to ``history_csv``.
     """
+    # set-up: checked inputs, the evaluations, the callbacks (rank 0) and the settings a resume must match
     rank, world, local_rank = _dist_env()
     srcs, tasks, couplings = _unpack(sources, tasks, couplings)
     loss_config = loss_config or LossConfig()
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    _check_run(steps, resume, checkpoint_dir, val_split, select, patience)
     datasets = check_sources(srcs, tasks)
-    warmup = round(0.05 * steps) if warmup_steps is None else int(warmup_steps)
-    checkpoint_every = checkpoint_every or max(1, steps // 10)
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
-    aug_kwargs = {} if augment is True else dict(augment) if augment else None
-
-    own_group = False
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if resolve_device(device, local_rank).type == "cuda" else "gloo"
-        dist.init_process_group(backend)
-        own_group = True
-    bar, loader = None, None
+    selection = _Selection(select, select_mode, patience) if select is not None else None
+    evaluations = _evaluations(sources, tasks, selection, eval_sources, eval_split, val_split)
+    callbacks = [*callbacks, *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else [])] if rank == 0 else []
+    options = {"steps": steps, "seed": seed, "world_size": world, "optimizer": optimizer, "lr": lr,
+               "weight_decay": weight_decay, "schedule": schedule, "grad_clip": grad_clip,
+               "warmup": round(0.05 * steps) if warmup_steps is None else int(warmup_steps),
+               "augment": _augment_options(augment), "sample_weights": _digest(sample_weights),
+               "val_split": val_split, "select": select, "select_mode": select_mode, "patience": patience,
+               "eval_every": eval_every if val_split else None}
+    own_group = _open_group(world, device, local_rank)
+    state = monitor = None
     try:
-        dev = resolve_device(device, local_rank)
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
+        # the training state, restored from the checkpoint on resume
+        dev = _use_device(device, local_rank)
         use_amp = _resolve_amp(amp, dev)
-        sync_every = sync_every or (25 if dev.type == "cuda" else 1)
-        prefetch = (2 if dev.type == "cuda" else 0) if prefetch is None else prefetch
-
-        model.to(dev)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        model.train()
-        opt = _optimizer(model.parameters(), optimizer, lr, weight_decay)
-        sched = _scheduler(opt, schedule, steps, warmup, lr)
-        loader = MultiSourceLoader(
-            datasets, quota, seed=seed, rank=rank, world_size=world, weights=sample_weights,
-            prefetch=prefetch, pin_memory=dev.type == "cuda",
-        )
-        coupled = [Coupling(ct.name, at.name, r) for ct, at, r in  # R aligned and on the device once
-                   (coupling_tensor(c, tasks, torch.zeros((), device=dev)) for c in couplings)
-                   ] if loss_config.coann or loss_config.dm else []
-        generator = torch.Generator()
-        config = {"steps": steps, "quota": loader.sampler.quota, "seed": seed, "lr": lr, "optimizer": optimizer,
-                  "schedule": schedule, "warmup": warmup, "sources": loader.sampler.sizes,
-                  "tasks": [t.name for t in tasks]}
-
-        rows: list[dict[str, float]] = []
-        start = 0
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-        if resume and ckpt_path.exists():
-            state = load_checkpoint(ckpt_path)
-            diff = {k: (state["config"].get(k), v) for k, v in config.items() if state["config"].get(k) != v}
-            if diff:
-                raise ValueError(f"checkpoint {ckpt_path} was written with other settings (saved, now): {diff}")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            loader.load_state_dict(state["sampler"])
-            _set_rng_state(state["rng"], generator)
-            rows = [dict(zip(state["history"]["columns"], r)) for r in state["history"]["rows"]]
-            for row in rows:
-                row["step"] = int(row["step"])
-            start = int(state["step"])
-
-        net: nn.Module = model
-        if world > 1:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if compile:
-            net = torch.compile(net)
-
-        from tqdm.auto import tqdm
-
-        show = rank == 0 and (progress if progress is not None else not os.environ.get("CI"))
-        bar = tqdm(total=steps, initial=start, desc="fit", disable=not show or start >= steps)
-        names = loader.names
-        labelled = {t.name: [n for n in names if datasets[n].labelled[t.name]] for t in tasks}
-        images_per_step = world * sum(loader.sampler.quota.values())
-        pending: list[tuple[int, torch.Tensor, float]] = []
-        keys: list[str] = []
-        clock = perf_counter()
-
-        def flush() -> None:
-            nonlocal clock
-            if not pending:
-                return
-            values = torch.stack([v for _, v, _ in pending])
-            if world > 1:
-                dist.all_reduce(values)
-                values /= world
-            now = perf_counter()
-            speed = images_per_step * len(pending) / max(now - clock, 1e-9)
-            clock = now
-            for (step, _, lr_now), vals in zip(pending, values.cpu().tolist()):
-                terms = dict(zip(["total", *keys], vals))
-                if not all(map(math.isfinite, vals)):
-                    bad = [k for k in keys if not math.isfinite(terms[k])] or ["total"]
-                    which = labelled.get(bad[0], names)
-                    raise FloatingPointError(
-                        f"non-finite loss at step {step}: term {bad[0]!r} = {terms[bad[0]]} (all terms {terms}); "
-                        f"sources in the batch feeding it: {which}"
-                    )
-                rows.append({"step": step, **terms, "lr": lr_now, "images_per_s": speed})
-            pending.clear()
-            bar.set_postfix(loss=f"{rows[-1]['total']:.4f}", refresh=False)
-
-        def checkpoint(step: int) -> None:
-            if rank != 0:
-                return
-            history = _history_frame(rows)
-            save_checkpoint(ckpt_path, {
-                "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "sampler": loader.state_dict(), "rng": _rng_state(generator),
-                "config": config,
-                "history": {"columns": list(history.columns), "rows": history.to_numpy(float).tolist()},
-            })
-            _write_csv(history, Path(checkpoint_dir) / HISTORY)
-
-        for step in range(start, steps):
-            batch = to_device(loader.next_batch(), dev, non_blocking=dev.type == "cuda")
-            step_seed = _step_seed(seed, step, rank)
-            torch.manual_seed(step_seed)
-            generator.manual_seed(step_seed)
-            x = to_float(batch["image"])
-            if aug_kwargs is not None:
-                x = batching.augment(x, generator, **aug_kwargs)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = net(x)
-            out = {k: v.float() for k, v in out.items()}
-            total, terms = combined_loss(out, batch, tasks, coupled, loss_config, step=step)
-            if not keys:
-                keys = list(terms)
-            lr_now = opt.param_groups[0]["lr"]
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            sched.step()
-            pending.append((step + 1, torch.stack([total.detach(), *(terms[k].detach() for k in keys)]), lr_now))
-            done = step + 1
-            is_eval = eval_sources is not None and (done == steps or (eval_every and done % eval_every == 0))
-            is_ckpt = ckpt_path is not None and (done == steps or done % checkpoint_every == 0)
-            if len(pending) >= sync_every or is_eval or is_ckpt or done == steps:
-                flush()
-            if is_eval and rank == 0:
-                scores = evaluate(model, eval_sources, tasks, split=eval_split, device=dev, amp=use_amp)
-                rows[-1].update({f"eval/{r.source}/{r.task}/{r.metric}": r.value for r in scores.itertuples()})
-            if is_ckpt:
-                checkpoint(done)
-            bar.update(1)
+        aligned = _align(couplings, tasks, dev) if loss_config.coann or loss_config.dm else []
+        state = _initial_state(model, datasets, dev, options, rank, quota=quota, sample_weights=sample_weights,
+                               prefetch=prefetch, channels_last=channels_last)
+        meta = {"model_spec": _model_spec(model), "input_size": _input_size(srcs),
+                "couplings": _plain_couplings(aligned, tasks)}
+        settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"], options)
+        checkpointer = None if checkpoint_dir is None else _Checkpointer(
+            checkpoint_dir, checkpoint_every or max(1, steps // 10), settings, meta, rank)
+        if resume:
+            checkpointer.restore(state, selection)
+        for callback in callbacks:
+            callback.on_start(state.step, settings)
+        # the step, the fixed points after it, and the loop
+        recipe = Recipe(_network(model, dev, world, compile), tasks, aligned, loss_config, dev, use_amp,
+                        options["augment"], channels_last, grad_clip, seed, rank)
+        monitor = _monitor(state, datasets, tasks, dev, use_amp, steps=steps, eval_every=eval_every,
+                           evaluations=evaluations, selection=selection, checkpointer=checkpointer,
+                           callbacks=callbacks, world=world, rank=rank, progress=progress,
+                           sync_every=sync_every or (25 if dev.type == "cuda" else 1))
+        while state.step < steps and not monitor.stopped:
+            monitor.after_step(state, *train_step(state, recipe))
     finally:
-        if bar is not None:
-            bar.close()
-        if loader is not None:
-            loader.close()
-        if own_group:
-            dist.destroy_process_group()
-    history = _history_frame(rows)
+        _close(monitor, state, own_group)
+    return _finish(state, selection, callbacks, history_csv, rank)
+
+
+def _evaluations(sources: Study | Mapping[str, Source], tasks: Sequence[Task], selection: _Selection | None,
+                 eval_sources: Study | Mapping[str, Source] | None, eval_split: str | None,
+                 val_split: str | None) -> list[_Evaluation]:
+    """The evaluations of ``eval_sources`` on ``eval_split`` and of the training sources on ``val_split``."""
+    evaluations = [_Evaluation("eval", eval_sources, eval_split)] if eval_sources is not None else []
+    if val_split:
+        val = _val_sources(sources, val_split)
+        if selection is not None:
+            selection.check(val, tasks)
+        evaluations.append(_Evaluation("val", val, val_split))
+    return evaluations
+
+
+def _monitor(state: TrainState, datasets: Mapping[str, TaskDataset], tasks: tuple[Task, ...], device: torch.device,
+             amp: bool, *, steps: int, sync_every: int, progress: bool | None, world: int, rank: int,
+             **fixed_points: Any) -> _Monitor:
+    """The fixed points of a run, with rank 0's progress bar (off under ``CI`` unless ``progress``)."""
+    from tqdm.auto import tqdm
+
+    show = rank == 0 and (progress if progress is not None else not os.environ.get("CI"))
+    bar = tqdm(total=steps, initial=state.step, desc="fit", disable=not show or state.step >= steps)
+    names = state.loader.names
+    labelled = {t.name: [n for n in names if datasets[n].labelled[t.name]] for t in tasks}
+    images_per_step = world * sum(state.loader.sampler.quota.values())
+    losses = _LossLog(state.rows, sync_every, images_per_step, world, labelled, names, bar)
+    return _Monitor(losses, steps=steps, tasks=tasks, device=device, amp=amp, rank=rank, world=world,
+                    **fixed_points)
+
+
+def _close(monitor: _Monitor | None, state: TrainState | None, own_group: bool) -> None:
+    """Close the progress bar, stop the prefetch thread and the process group ``fit`` opened."""
+    if monitor is not None:
+        monitor.losses.bar.close()
+    if state is not None:
+        state.loader.close()
+    if own_group:
+        dist.destroy_process_group()
+
+
+def _finish(state: TrainState, selection: _Selection | None, callbacks: Sequence[Callback],
+            history_csv: str | Path | None, rank: int) -> pd.DataFrame:
+    """The model takes the best weights when selecting; the history (``attrs``: ``best_step``, ``best_score``)
+    goes to ``history_csv`` and the callbacks' ``on_end`` (rank 0)."""
+    if selection is not None and selection.best_model is not None:
+        state.model.load_state_dict(selection.best_model)
+    history = _history_frame(state.rows)
+    history.attrs["best_step"] = selection.best_step if selection is not None else None
+    history.attrs["best_score"] = selection.best_score if selection is not None else None
     if rank == 0 and history_csv is not None:
         _write_csv(history, history_csv)
+    for callback in callbacks:
+        callback.on_end(history)
     return history
 
 
