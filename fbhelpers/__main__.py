@@ -21,9 +21,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
 import yaml
 
-from . import datasets, inference, manifest, models, profiles, runner
+from . import datasets, inference, manifest, models, profiles, runner, synthetic
 
 
 def parse_value(text: str) -> Any:
@@ -140,6 +141,8 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict every image of ``--images`` with a model file; write the table (atomically) and one summary line."""
+    if args.score and not str(args.images).endswith(".csv"):
+        raise ValueError(f"--score needs --images to be a CSV holding the labels, got {args.images!r}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = inference.predict_table(args.model, args.images, recursive=args.recursive,
@@ -154,6 +157,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     os.replace(tmp, out)
     print(f"wrote {len(table):,} rows to {out}; skipped {len(table.attrs['skipped']):,} unreadable files; "
           f"model {args.model}; device {table.attrs['device']}")
+    if args.score:
+        labels = pd.read_csv(args.images)
+        scores = inference.score_predictions(table, labels, models.load(args.model).tasks)
+        headline = scores[scores["metric"].isin(["accuracy", "macro_f1", "mean_f1", "mean_ccc"])]
+        print(f"scores against the labels of {args.images}:")
+        print("\n".join(f"  {r.task}/{r.metric}: {r.value:.4f}" for r in headline.itertuples()))
+    return 0
+
+
+def cmd_render_faces(args: argparse.Namespace) -> int:
+    """Twin faces with their labels (``synthetic.write_faces``): a folder to try ``predict`` on."""
+    table = synthetic.write_faces(args.directory, n=args.n, size=args.size, channels=args.channels, seed=args.seed)
+    print(f"wrote {len(table):,} faces ({args.size} px) to {Path(args.directory) / 'faces'} and their true labels to "
+          f"{Path(args.directory) / 'labels.csv'}")
     return 0
 
 
@@ -250,7 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only the folder's own files, not its sub-folders")
     predict.add_argument("--strict", action="store_true", help="stop at the first file that does not decode")
     predict.add_argument("--no-progress", action="store_true")
+    predict.add_argument("--score", action="store_true",
+                         help="--images is a CSV that also holds labels (canonical columns): print the scores")
     predict.set_defaults(func=cmd_predict)
+    render = sub.add_parser("render-faces", help="twin faces and their true labels (faces/*.png, labels.csv)")
+    render.add_argument("directory")
+    render.add_argument("--n", type=int, default=300)
+    render.add_argument("--size", type=int, default=48, help="pixels; use the model's input size")
+    render.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    render.add_argument("--seed", type=int, default=1)
+    render.set_defaults(func=cmd_render_faces)
     export = sub.add_parser("export-model", help="turn a train.fit checkpoint (last.pt) into a model file")
     export.add_argument("checkpoint")
     export.add_argument("out")

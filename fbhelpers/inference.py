@@ -47,6 +47,7 @@ from torch import nn
 
 from . import models, train
 from .batching import IMAGE_SUFFIXES, decode_image
+from .metrics import score_task
 from .tasks import Task
 from .zeroshot import zero_shot_scores
 
@@ -102,6 +103,31 @@ def predict_table(
     frame = _frame(net, kept, outputs)
     frame.attrs.update(skipped=skipped, device=str(dev))
     return frame
+
+
+def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame, tasks: Sequence[Task]) -> pd.DataFrame:
+    """Every task of ``tasks`` whose columns ``labels`` carries (the canonical layout: ``expr`` codes, one 0/1 column
+    per AU, ``valence`` / ``arousal``; NaN = not labelled), scored with ``metrics.score_task`` on the rows of
+    ``predictions`` (a :func:`predict_table` frame), matched to ``labels`` by ``path``: the accuracy, F1 and CCC of
+    a model on a labelled set of your own images. Multilabel tasks are thresholded at 0.5, as in ``train.evaluate``.
+    Returns a tidy frame ``task, metric, value``; ValueError when a predicted path has no labels row."""
+    if labels["path"].duplicated().any():
+        raise ValueError(f"labels: repeated paths, e.g. {labels.loc[labels['path'].duplicated(), 'path'].iloc[0]!r}")
+    merged = predictions[["path"]].astype(str).merge(labels.astype({"path": str}), on="path", how="left",
+                                                     indicator=True)
+    unmatched = merged.loc[merged["_merge"] == "left_only", "path"]
+    if len(unmatched):
+        raise ValueError(f"{len(unmatched)} predicted paths have no labels row, e.g. {unmatched.iloc[0]!r} (predict "
+                         f"on the labels CSV itself so the paths match)")
+    records = []
+    for task in tasks:
+        if not all(c in merged.columns for c in task.columns):
+            continue
+        y_true = merged[list(task.columns)].astype(float).to_numpy()
+        y_pred = predictions[[f"{task.name}_{label}" for label in task.labels]].to_numpy(dtype=float)
+        y_true = y_true[:, 0] if task.kind == "multiclass" else y_true
+        records += [(task.name, metric, float(value)) for metric, value in score_task(task, y_true, y_pred).items()]
+    return pd.DataFrame(records, columns=["task", "metric", "value"])
 
 
 def list_images(inputs: str | os.PathLike | pd.DataFrame | Sequence[str | os.PathLike],

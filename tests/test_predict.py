@@ -219,3 +219,45 @@ def test_grey_model_and_compound_columns_only_with_a_fitting_table(data, tmp_pat
     grey.input_size = None
     with pytest.raises(ValueError, match=r"the model has no input_size"):
         inference.predict_table(grey, data["files"], device="cpu", progress=False)
+
+
+def test_rendered_faces_scored_from_files_equal_evaluate_on_the_same_images(tmp_path, capsys):
+    from fbhelpers.source import Source
+    from fbhelpers.synthetic import write_faces
+    from fbhelpers.tasks import FACE_TASKS
+
+    labels = write_faces(tmp_path / "mine", n=40, size=24, seed=3)
+    images, truth = make_faces(40, size=24, seed=3)
+    assert all(np.array_equal(np.asarray(Image.open(tmp_path / "mine" / p)), images[i])
+               for i, p in enumerate(labels["path"]))
+    assert labels["expr"].tolist() == truth["expr"].tolist()
+    torch.manual_seed(1)
+    net = models.MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4), pool=2).eval()
+    with torch.no_grad():
+        net.heads["au"].bias.fill_(0.3)  # some AUs on, so F1 is not 0 everywhere
+    path = models.save(net, tmp_path / "model.pt", input_size=24)
+    assert main(["predict", str(path), "--images", str(tmp_path / "mine" / "labels.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--score", "--no-progress"]) == 0
+    printed = dict(re.findall(r"^  (\w+/\w+): ([\d.]+)$", capsys.readouterr().out, re.M))
+    table = labels.drop(columns="path").assign(split="test", source="mine")
+    reference = train.evaluate(net, {"mine": Source("mine", table, images)}, FACE_TASKS, device="cpu")
+    reference = reference.set_index(["task", "metric"])["value"]
+    scores = inference.score_predictions(pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "mine" /
+                                                                                         "labels.csv"), FACE_TASKS)
+    scores = scores.set_index(["task", "metric"])["value"]
+    for key in [("expr", "accuracy"), ("expr", "macro_f1"), ("au", "mean_f1"), ("va", "mean_ccc")]:
+        assert scores[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6), key
+        assert float(printed["/".join(key)]) == pytest.approx(reference[key], abs=6e-5)
+    assert 0 < reference["au", "mean_f1"] < 1
+    shuffled = pd.read_csv(tmp_path / "mine" / "labels.csv").assign(expr=lambda t: np.roll(t["expr"], 7))
+    moved = inference.score_predictions(pd.read_csv(tmp_path / "p.csv"), shuffled, FACE_TASKS)
+    assert moved.set_index(["task", "metric"])["value"]["expr", "accuracy"] != scores["expr", "accuracy"]
+
+
+def test_score_refuses_predictions_without_labels_and_a_folder(tmp_path, data, capsys):
+    labels = pd.DataFrame({"path": ["elsewhere.png"], "expr": [1]})
+    with pytest.raises(ValueError, match="1 predicted paths have no labels row, e.g. 'x.png'"):
+        inference.score_predictions(pd.DataFrame({"path": ["x.png"]}), labels, TASKS)
+    assert main(["predict", str(data["model"]), "--images", str(data["folder"]), "--out", str(tmp_path / "p.csv"),
+                 "--score"]) == 2
+    assert "--score needs --images to be a CSV holding the labels" in capsys.readouterr().err

@@ -8,7 +8,7 @@ Every builder returns a :class:`Study`.
 """
 from .faces import (
     AU_EFFECTS, AU_REGIONS, CIRCUMPLEX, VA_AU_WEIGHTS, FaceConfig, au_probabilities, bayes_ceiling, check_table,
-    compound_test_set, make_faces, region_mask, render_faces, sample_labels, sample_nuisance,
+    compound_test_set, make_faces, region_mask, render_faces, sample_labels, sample_nuisance, write_faces,
 )
 from .objects import (
     HAIR_COLOURS, IDENTITY_ATTRIBUTES, SPECIES_ATTRIBUTES, SPECIES_GROUPS, identity_study, species_study,
@@ -21,5 +21,5 @@ __all__ = [
     "PRESETS", "REGIMES", "SPECIES_ATTRIBUTES", "SPECIES_GROUPS", "VA_AU_WEIGHTS", "FaceConfig", "SourceSpec",
     "Study", "au_probabilities", "bayes_ceiling", "check_table", "compound_test_set", "face_study",
     "identity_study", "make_faces", "region_mask", "render_faces", "sample_labels", "sample_nuisance",
-    "source_specs", "species_study",
+    "source_specs", "species_study", "write_faces",
 ]

@@ -29,14 +29,16 @@ half-width about 0.77 and is centred at the origin; the face is mirror-symmetric
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..relatedness import Relatedness, prior
 from ..source import Source
-from ..tasks import AUS, EXPRESSIONS
+from ..tasks import AUS, EXPRESSIONS, VA_LABELS
 
 Box = tuple[float, float, float, float]
 
@@ -675,6 +677,26 @@ def make_faces(n: int, size: int = 64, channels: int = 3, relatedness: Relatedne
     nuisance = sample_nuisance(n, config, nuisance_rng)
     truth["occluded"] = nuisance["occ"].to_numpy() > 0
     return render_faces(truth, nuisance, size, channels), truth
+
+
+def write_faces(folder: str | os.PathLike, n: int = 300, size: int = 48, channels: int = 3, seed: int = 0,
+                relatedness: Relatedness | None = None, config: FaceConfig | None = None) -> pd.DataFrame:
+    """Render ``n`` faces (:func:`make_faces`: uniform class prior, no label noise, as a twin's test split) into
+    ``folder/faces/NNNNN.png`` and write their true labels to ``folder/labels.csv`` in the canonical layout
+    (``path`` relative to ``folder``, ``expr`` code in EXPRESSIONS order, AU1..AU26 as 0/1, ``valence``,
+    ``arousal``): a folder of "your own" face crops, with answers, to try ``python -m fbhelpers predict`` on.
+    Returns the labels table."""
+    from PIL import Image
+
+    images, truth = make_faces(n, size, channels, relatedness, config, seed)
+    folder = Path(folder)
+    (folder / "faces").mkdir(parents=True, exist_ok=True)
+    paths = [f"faces/{i:05d}.png" for i in range(n)]
+    for path, image in zip(paths, images):
+        Image.fromarray(image[..., 0] if channels == 1 else image).save(folder / path)
+    table = pd.concat([pd.DataFrame({"path": paths}), truth[["expr", *AUS, *VA_LABELS]]], axis=1)
+    table.to_csv(folder / "labels.csv", index=False)
+    return table
 
 
 def compound_test_set(n: int, size: int = 64, channels: int = 3, relatedness: Relatedness | None = None,
