@@ -12,25 +12,9 @@ How ``fit`` is built, in reading order:
    changes and a checkpoint saves;
 3. ``train_step(state, recipe)``: one optimisation step on the next mixed batch;
 4. fixed points after each step (``_Monitor``): read the losses back into the history, evaluate (``eval_sources``
-   on ``eval_split``; the training sources on ``val_split``), select the best model and stop early, call the
-   logging callbacks, write the checkpoint.
-
-Callbacks: ``fit(..., callbacks=[...])`` takes ``Callback`` objects; ``fit`` calls their methods at fixed
-points, on rank 0 only under DDP, and every method is a no-op unless overridden:
-
-- ``on_start(step, settings)``: before the first step (``step`` > 0 on resume; ``settings``: plain values);
-- ``on_log(step, row)``: every history row, in step order (the evaluation columns included on evaluation rows);
-- ``on_evaluate(step, split, scores)``: every evaluation, tidy ``scores`` (source, task, metric, value);
-- ``on_end(history)``: after training (not after an error).
-
-``TensorBoardLogger(log_dir)`` (or ``fit(..., tensorboard_dir=...)``) is one: every history column as a scalar,
-with the optional ``tensorboard`` package. An experiment tracker is a few lines::
-
-    class Tracker(Callback):
-        def on_start(self, step, settings):
-            self.run = tracker.init(config=settings)
-        def on_log(self, step, row):
-            self.run.log(row, step=step)
+   on ``eval_split``; the training sources on ``val_split``), select the best model and stop early
+   (``callbacks.Selection``), call the logging callbacks (``callbacks.Callback``, e.g. ``TensorBoardLogger``),
+   write the checkpoint (``checkpoints.Checkpointer``).
 
 Device-agnostic: CPU or CUDA (``device="auto"``), bf16 autocast on CUDA, optional ``channels_last`` and
 ``torch.compile``. Under ``torchrun`` (``WORLD_SIZE > 1``) the same ``fit`` runs DistributedDataParallel (gloo on
@@ -46,7 +30,6 @@ import hashlib
 import inspect
 import math
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -60,16 +43,14 @@ from torch import nn
 
 from . import batching
 from .batching import MultiSourceLoader, TaskDataset, image_files, decode_image, to_device, to_float
+from .callbacks import Callback, Selection, TensorBoardLogger
+from .checkpoints import Checkpointer, history_frame, rng_state, set_rng_state, write_csv
 from .losses import Coupling, LossConfig, combined_loss, coupling_tensor
 from .metrics import score_task
 from .models import output_probabilities
 from .source import Source
 from .study import Study
 from .tasks import Task
-
-CHECKPOINT = "last.pt"
-BEST = "best.pt"
-HISTORY = "history.csv"
 
 
 # ----------------------------------------------------------------------------------------------- set-up helpers
@@ -265,26 +246,6 @@ def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
                    "couplings": couplings, "model": spec})
 
 
-def _differences(saved: Any, now: Any, name: str = "") -> dict[str, tuple[Any, Any]]:
-    """Settings that differ, by dotted name (into dicts and lists of dicts): name -> (saved, now)."""
-    if isinstance(saved, dict) and isinstance(now, dict):
-        pairs = [(str(k), saved.get(k), now.get(k)) for k in dict.fromkeys([*saved, *now])]
-    elif (isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now)
-          and any(isinstance(v, dict) for v in saved)):
-        pairs = [(str(i), a, b) for i, (a, b) in enumerate(zip(saved, now))]
-    else:
-        return {} if saved == now else {name: (saved, now)}
-    out: dict[str, tuple[Any, Any]] = {}
-    for key, a, b in pairs:
-        out.update(_differences(a, b, f"{name}.{key}" if name else key))
-    return out
-
-
-def _short(value: Any, width: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
 def _initial_state(model: nn.Module, datasets: Mapping[str, TaskDataset], device: torch.device,
                    options: Mapping[str, Any], rank: int, *, quota: int | Mapping[str, int],
                    sample_weights: Mapping[str, np.ndarray] | None, prefetch: int | None,
@@ -321,64 +282,6 @@ def _shared(value: Any, world: int) -> Any:
     return box[0]
 
 
-# ----------------------------------------------------------------------------------------------- checkpoints
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    key, keys, pos, has_gauss, cached = np.random.get_state()
-    version, pystate, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": [version, list(pystate), gauss],
-        "augment": generator.get_state(),
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    version, pystate, gauss = state["python"]
-    random.setstate((version, tuple(pystate), gauss))
-    generator.set_state(state["augment"])
-
-
-def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """``torch.save`` to ``<path>.tmp`` then ``os.replace``: a killed process never leaves a half-written file
-    (DESIGN.md conventions). ``state`` must hold only tensors and plain containers (``weights_only`` loading)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``fit`` (``torch.load(weights_only=True)``, on CPU)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}") from None
-    except Exception as err:  # unpickling errors come in many types
-        raise ValueError(f"cannot read checkpoint {path} (weights_only=True): {err}") from err
-
-
-def _write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows) if rows else pd.DataFrame({"step": pd.Series(dtype=int)})
-
-
 # ----------------------------------------------------------------------------------------------- training state
 @dataclass
 class TrainState:
@@ -396,11 +299,11 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain containers only (``weights_only`` loading); the global RNGs are saved too."""
-        history = _history_frame(self.rows)
+        history = history_frame(self.rows)
         return {
             "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "sampler": self.loader.state_dict(),
-            "rng": _rng_state(self.generator),
+            "rng": rng_state(self.generator),
             "history": {"columns": list(history.columns), "rows": history.to_numpy(float).tolist()},
         }
 
@@ -410,7 +313,7 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"], self.generator)
+        set_rng_state(state["rng"], self.generator)
         self.rows = [dict(zip(state["history"]["columns"], r)) for r in state["history"]["rows"]]
         for row in self.rows:
             row["step"] = int(row["step"])
@@ -466,52 +369,6 @@ def train_step(state: TrainState, recipe: Recipe) -> tuple[dict[str, torch.Tenso
     return {"total": total.detach(), **{k: v.detach() for k, v in terms.items()}}, lr
 
 
-# ----------------------------------------------------------------------------------------------- callbacks
-class Callback:
-    """Hooks that ``fit(..., callbacks=[...])`` calls at fixed points (rank 0 only under DDP); each is a no-op
-    here, so a subclass overrides only what it needs (see the module docstring for an example)."""
-
-    def on_start(self, step: int, settings: Mapping[str, Any]) -> None:
-        """Before the first step: ``step`` is where training starts (> 0 on resume), ``settings`` the run's
-        plain settings (those a resume must match)."""
-
-    def on_log(self, step: int, row: Mapping[str, float]) -> None:
-        """Every history row, in step order; an evaluation row holds its ``eval/...`` and ``val/...`` columns."""
-
-    def on_evaluate(self, step: int, split: str | None, scores: pd.DataFrame) -> None:
-        """Every evaluation: tidy ``scores`` (source, task, metric, value) on ``split`` after ``step`` steps."""
-
-    def on_end(self, history: pd.DataFrame) -> None:
-        """After training (not after an error): the whole history, ``attrs`` ``best_step`` and ``best_score``."""
-
-
-class TensorBoardLogger(Callback):
-    """Every history column as a TensorBoard scalar (tag = column name: ``total``, ``lr``, ``val/select``, ...) in
-    event files under ``log_dir``. Needs the optional ``tensorboard`` package (``pip install tensorboard``, or the
-    ``fbhelpers[tensorboard]`` extra). On resume, the killed run's events from the resumed step on are purged."""
-
-    def __init__(self, log_dir: str | Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ImportError(f"TensorBoardLogger needs the tensorboard package (pip install tensorboard): {err}"
-                              ) from err
-        self.log_dir = Path(log_dir)
-        self._writer_class = SummaryWriter
-        self.writer = None
-
-    def on_start(self, step: int, settings: Mapping[str, Any]) -> None:
-        self.writer = self._writer_class(str(self.log_dir), purge_step=step or None)
-
-    def on_log(self, step: int, row: Mapping[str, float]) -> None:
-        for key, value in row.items():
-            if key != "step":
-                self.writer.add_scalar(key, value, step)
-
-    def on_end(self, history: pd.DataFrame) -> None:
-        self.writer.close()
-
-
 # ----------------------------------------------------------------------------------------------- fixed points
 class _LossLog:
     """Per-step loss terms kept on the device and read back into history ``rows`` (``step``, ``total``, each
@@ -565,117 +422,13 @@ class _Evaluation:
     split: str | None
 
 
-class _Selection:
-    """Best-model selection on one validation score, ``select``: ``"<task>/<metric>"`` (mean over the sources
-    whose validation rows label the task) or ``"<source>/<task>/<metric>"``; ``mode`` "max" (higher is better) or
-    "min". Early stopping after ``patience`` evaluations without improvement (None = never). A NaN score never
-    improves. The best weights are kept on the CPU."""
-
-    def __init__(self, select: str, mode: str = "max", patience: int | None = None) -> None:
-        parts = select.split("/") if isinstance(select, str) else []
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"select must be '<task>/<metric>' or '<source>/<task>/<metric>', got {select!r}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"select_mode must be 'max' or 'min', got {mode!r}")
-        if patience is not None and (int(patience) != patience or patience < 1):
-            raise ValueError(f"patience must be a whole number of evaluations >= 1 (or None), got {patience!r}")
-        self.select, self.mode, self.patience = select, mode, patience
-        self.source, self.task, self.metric = parts if len(parts) == 3 else (None, *parts)
-        self.best_step: int | None = None
-        self.best_score: float | None = None
-        self.best_model: dict[str, torch.Tensor] | None = None
-        self.waited, self.stopped = 0, False
-
-    def check(self, val_sources: Mapping[str, Source], tasks: Sequence[Task]) -> None:
-        """ValueError unless the task exists and the validation rows of some source (the named one) label it."""
-        names = [t.name for t in tasks]
-        if self.task not in names:
-            raise ValueError(f"select {self.select!r}: unknown task {self.task!r}; the tasks are {names}")
-        labelling = [n for n, s in val_sources.items() if TaskDataset(s, tasks).labelled[self.task]]
-        if not labelling or self.source not in (None, *labelling):
-            raise ValueError(f"select {self.select!r}: no validation rows of {self.source or 'any source'!r} label "
-                             f"task {self.task!r}; sources whose validation rows do: {labelling}")
-
-    def score(self, scores: pd.DataFrame) -> float:
-        """The selection score from ``evaluate``'s tidy scores; ValueError listing the scores there are."""
-        keep = (scores["task"] == self.task) & (scores["metric"] == self.metric)
-        if self.source is not None:
-            keep &= scores["source"] == self.source
-        if not keep.any():
-            have = (scores["source"] + "/" if self.source else "") + scores["task"] + "/" + scores["metric"]
-            raise ValueError(f"select {self.select!r}: no such validation score; there are {sorted(set(have))}")
-        return float(scores.loc[keep, "value"].mean())
-
-    def update(self, step: int, score: float, model: nn.Module) -> None:
-        """Keep ``model``'s weights when ``score`` beats the best so far; count evaluations without improvement."""
-        best = self.best_score
-        better = best is None or (score > best if self.mode == "max" else score < best)
-        if better and not math.isnan(score):
-            self.best_step, self.best_score, self.waited = step, score, 0
-            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            self.waited += 1
-        self.stopped = self.patience is not None and self.waited >= self.patience
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"select": self.select, "step": self.best_step, "score": self.best_score, "model": self.best_model,
-                "waited": self.waited, "stopped": self.stopped}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.best_step, self.best_score, self.best_model = state["step"], state["score"], state["model"]
-        self.waited, self.stopped = int(state["waited"]), bool(state["stopped"])
-
-
-class _Checkpointer:
-    """Rank 0 writes, atomically, into ``folder``: ``last.pt`` (the ``TrainState``, ``config`` = the run's
-    settings, ``best`` = the selection state, and ``meta``: ``model_spec``, ``input_size``, ``couplings``) every
-    ``every`` steps, at the end and at an early stop; ``best.pt`` (the best weights as ``model``, with ``step``,
-    ``score``, ``select``, ``config`` and ``meta``) when the best step changed; and ``history.csv``."""
-
-    def __init__(self, folder: str | Path, every: int, settings: Mapping[str, Any], meta: Mapping[str, Any],
-                 rank: int) -> None:
-        self.folder, self.every, self.settings, self.meta, self.rank = Path(folder), every, settings, meta, rank
-        self.best_written: int | None = None
-
-    def due(self, step: int, steps: int) -> bool:
-        return step == steps or step % self.every == 0
-
-    def write(self, state: TrainState, selection: _Selection | None) -> None:
-        if self.rank != 0:
-            return
-        if selection is not None and selection.best_step not in (None, self.best_written):
-            save_checkpoint(self.folder / BEST, {"step": selection.best_step, "score": selection.best_score,
-                                                 "select": selection.select, "model": selection.best_model,
-                                                 "config": self.settings, **self.meta})
-            self.best_written = selection.best_step
-        best = selection.state_dict() if selection is not None else None
-        save_checkpoint(self.folder / CHECKPOINT, {**state.state_dict(), "config": self.settings, "best": best,
-                                                   **self.meta})
-        _write_csv(_history_frame(state.rows), self.folder / HISTORY)
-
-    def restore(self, state: TrainState, selection: _Selection | None) -> None:
-        """Continue from ``last.pt`` when it exists; ValueError listing every setting that differs."""
-        path = self.folder / CHECKPOINT
-        if not path.exists():
-            return
-        saved = load_checkpoint(path)
-        diff = _differences(saved["config"], self.settings)
-        if diff:
-            listed = "; ".join(f"{k}: {_short(a)} vs {_short(b)}" for k, (a, b) in diff.items())
-            raise ValueError(f"checkpoint {path} was written with other settings (saved vs now): {listed}")
-        state.load_state_dict(saved)
-        if selection is not None:
-            selection.load_state_dict(saved["best"])
-            self.best_written = selection.best_step
-
-
 class _Monitor:
     """The fixed points after every step, in order: read the losses back (every ``sync_every`` steps, and before
     anything that reads the history), evaluate every ``eval_every`` steps and at the end (rank 0), update the
     best-model selection (rank 0's score on every rank), pass the new rows to the callbacks, checkpoint."""
 
     def __init__(self, losses: _LossLog, *, steps: int, eval_every: int | None, evaluations: list[_Evaluation],
-                 selection: _Selection | None, checkpointer: _Checkpointer | None, callbacks: list[Callback],
+                 selection: Selection | None, checkpointer: Checkpointer | None, callbacks: list[Callback],
                  tasks: tuple[Task, ...], device: torch.device, amp: bool, rank: int, world: int) -> None:
         self.losses, self.steps, self.eval_every, self.evaluations = losses, steps, eval_every, evaluations
         self.selection, self.checkpointer, self.callbacks = selection, checkpointer, callbacks
@@ -802,7 +555,7 @@ def fit(
     first evaluation (listing the scores there are).
 
     ``callbacks``: ``Callback`` objects called at fixed points on rank 0 (``on_start``, ``on_log`` for every
-    history row, ``on_evaluate``, ``on_end``; see the module docstring); ``tensorboard_dir`` adds a
+    history row, ``on_evaluate``, ``on_end``; see ``fbhelpers.callbacks``); ``tensorboard_dir`` adds a
     ``TensorBoardLogger`` there (needs ``tensorboard``). A NaN or infinite loss stops training with an error naming
     the step, the term and the sources. ``sync_every``: steps between reading losses back from the device
     (default 1 on CPU, 25 on CUDA). History: one row per step with ``step`` (completed steps), ``total``, each
@@ -814,7 +567,7 @@ def fit(
     loss_config = loss_config or LossConfig()
     _check_run(steps, resume, checkpoint_dir, val_split, select, patience)
     datasets = check_sources(srcs, tasks)
-    selection = _Selection(select, select_mode, patience) if select is not None else None
+    selection = Selection(select, select_mode, patience) if select is not None else None
     evaluations = _evaluations(sources, tasks, selection, eval_sources, eval_split, val_split)
     callbacks = [*callbacks, *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else [])] if rank == 0 else []
     options = {"steps": steps, "seed": seed, "world_size": world, "optimizer": optimizer, "lr": lr,
@@ -835,7 +588,7 @@ def fit(
         meta = {"model_spec": _model_spec(model), "input_size": _input_size(srcs),
                 "couplings": _plain_couplings(aligned, tasks)}
         settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"], options)
-        checkpointer = None if checkpoint_dir is None else _Checkpointer(
+        checkpointer = None if checkpoint_dir is None else Checkpointer(
             checkpoint_dir, checkpoint_every or max(1, steps // 10), settings, meta, rank)
         if resume:
             checkpointer.restore(state, selection)
@@ -855,7 +608,7 @@ def fit(
     return _finish(state, selection, callbacks, history_csv, rank)
 
 
-def _evaluations(sources: Study | Mapping[str, Source], tasks: Sequence[Task], selection: _Selection | None,
+def _evaluations(sources: Study | Mapping[str, Source], tasks: Sequence[Task], selection: Selection | None,
                  eval_sources: Study | Mapping[str, Source] | None, eval_split: str | None,
                  val_split: str | None) -> list[_Evaluation]:
     """The evaluations of ``eval_sources`` on ``eval_split`` and of the training sources on ``val_split``."""
@@ -894,17 +647,17 @@ def _close(monitor: _Monitor | None, state: TrainState | None, own_group: bool) 
         dist.destroy_process_group()
 
 
-def _finish(state: TrainState, selection: _Selection | None, callbacks: Sequence[Callback],
+def _finish(state: TrainState, selection: Selection | None, callbacks: Sequence[Callback],
             history_csv: str | Path | None, rank: int) -> pd.DataFrame:
     """The model takes the best weights when selecting; the history (``attrs``: ``best_step``, ``best_score``)
     goes to ``history_csv`` and the callbacks' ``on_end`` (rank 0)."""
     if selection is not None and selection.best_model is not None:
         state.model.load_state_dict(selection.best_model)
-    history = _history_frame(state.rows)
+    history = history_frame(state.rows)
     history.attrs["best_step"] = selection.best_step if selection is not None else None
     history.attrs["best_score"] = selection.best_score if selection is not None else None
     if rank == 0 and history_csv is not None:
-        _write_csv(history, history_csv)
+        write_csv(history, history_csv)
     for callback in callbacks:
         callback.on_end(history)
     return history

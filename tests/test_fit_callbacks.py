@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+from fbhelpers.callbacks import Callback
+from fbhelpers.checkpoints import BEST, CHECKPOINT, load_checkpoint
 from fbhelpers.losses import Coupling, LossConfig
 from fbhelpers.models import MultiHeadNet
 from fbhelpers.source import Source
 from fbhelpers.tasks import AU, AUS, EXPR, EXPRESSIONS
-from fbhelpers.train import BEST, CHECKPOINT, Callback, fit, load_checkpoint
+from fbhelpers.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

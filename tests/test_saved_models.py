@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fbhelpers import models, train
+from fbhelpers import checkpoints, models, train
 from fbhelpers.losses import LossConfig
 from fbhelpers.__main__ import main
 from fbhelpers.models import BACKBONES, MultiHeadNet
@@ -246,7 +246,7 @@ def test_save_from_a_real_fit_checkpoint(tmp_path):
     net = MultiHeadNet(study.tasks, "cnn4", widths=(4, 4, 4, 4), pool=2)
     train.fit(net, study, loss_config=LossConfig(dm="class_to_attr"), steps=2, quota=2, checkpoint_dir=tmp_path,
               progress=False, device="cpu")
-    loaded = models.load(models.save_from_checkpoint(tmp_path / train.CHECKPOINT, tmp_path / "model.pt"))
+    loaded = models.load(models.save_from_checkpoint(tmp_path / checkpoints.CHECKPOINT, tmp_path / "model.pt"))
     assert loaded.input_size == (24, 24) and loaded.metadata["checkpoint_step"] == 2
     assert loaded.metadata["training"] == {"steps": 2, "seed": 0, "lr": 0.001, "optimizer": "adamw",
                                            "schedule": "cosine"}

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from fbhelpers.batching import MultiSourceLoader, to_float
+from fbhelpers.checkpoints import load_checkpoint
 from fbhelpers.losses import LossConfig, combined_loss, masked_bce
 from fbhelpers.models import MultiHeadNet
 from fbhelpers.tasks import FACE_TASKS
-from fbhelpers.train import evaluate, fit, load_checkpoint, predict
+from fbhelpers.train import evaluate, fit, predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
