@@ -31,6 +31,7 @@ import numpy as np
 ENV_OUTPUT_DIR = "FB_OUTPUT_DIR"
 DEFAULT_OUTPUT_DIR = Path("runs") / "interactive"
 METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.pt"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 DEFAULT_TOLERANCES: dict[str, float] = {"rel": 0.1, "abs": 0.05}
 KERNEL_NAME = "python3"
@@ -175,6 +176,18 @@ def record(name: str, value: Any) -> None:
     metrics = load_metrics(path)
     metrics[name] = stored
     write_json_atomic(path, metrics)
+
+
+def save_model(model: Any, study: Any, settings: Mapping[str, Any], **extra: Any) -> Path:
+    """A notebook's main model as ``<output dir>/model.pt`` (``models.save``), so a run leaves a model that
+    ``python -m fbhelpers predict`` applies: the input size of ``settings`` (``profiles.setup``'s), the couplings of
+    ``study``, and as metadata the notebook, profile, data, seed and sources; ``extra`` goes to ``models.save``
+    (``tables=``, ``thresholds=``, or more metadata such as ``variant=`` and ``scores=``)."""
+    from .models import save
+
+    meta = {key: settings[key] for key in ("notebook", "profile", "data", "seed")}
+    return save(model, output_dir() / MODEL_FILE, input_size=settings["image_size"], couplings=study.couplings,
+                sources=list(study.sources), **{**meta, **extra})
 
 
 # --------------------------------------------------------------------------------------------- references

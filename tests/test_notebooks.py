@@ -75,3 +75,20 @@ def test_notebook_metrics_match_references(smoke, references, name):
 def test_references_name_existing_notebooks(references):
     stale = sorted(set(references) - {p.stem for p in NOTEBOOKS})
     assert not stale, f"{REFERENCES.name} has entries for notebooks that do not exist: {stale}; {REFRESH}"
+
+
+TRAINING = ("00_quickstart", "02_affect_case_study", "03_identity_attributes", "04_beyond_faces", "05_zero_few_shot")
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_notebooks_leave_a_model_that_rebuilds_itself(smoke, name):
+    """``python -m fbhelpers run`` leaves a usable model: model.pt loads without the notebook and carries where it
+    came from, its input size, its couplings and (05) the compound table of zero-shot prediction."""
+    from fbhelpers import models
+
+    config = runner.load_metrics(smoke[name].output_dir / "config.json")
+    model = models.load(smoke[name].output_dir / runner.MODEL_FILE)
+    assert model.metadata["notebook"] == name and model.metadata["profile"] == "smoke"
+    assert model.metadata["variant"] == "mt_dm" and model.input_size == (config["image_size"],) * 2
+    assert [(c.class_task, c.attr_task) for c in model.couplings] == [(model.tasks[0].name, model.tasks[1].name)]
+    assert ("compound" in model.tables) == (name == "05_zero_few_shot")
