@@ -746,8 +746,8 @@ def predict(
     ``inputs``: uint8 images ``(N, H, W, C)`` (array or tensor), a ``Source``, a canonical table with a
     ``path`` column (relative paths resolved against ``root``; rows in table order), or a folder of face crops
     (files in sorted path order, see ``batching.image_files``). Files are decoded with Pillow, RGB or grey to
-    match ``model.in_channels``, and resized to ``size``, which is then required. ``tasks`` default to
-    ``model.tasks``.
+    match ``model.in_channels``, and resized to ``size`` (default: the ``input_size`` of a model from
+    ``models.load``). ``tasks`` default to ``model.tasks``.
     """
     tasks = tuple(tasks or getattr(model, "tasks", ()))
     if not tasks:
@@ -755,8 +755,10 @@ def predict(
     if isinstance(inputs, Source):
         images = inputs.images
     elif isinstance(inputs, (str, Path, pd.DataFrame)):
+        size = size or getattr(model, "input_size", None)
         if size is None:
-            raise ValueError("predict: size (the model's input size) is needed to resize images from files")
+            raise ValueError("predict: size (the model's input size) is needed to resize images from files "
+                             "(a model from models.load knows it)")
         if isinstance(inputs, pd.DataFrame):
             if "path" not in inputs.columns:
                 raise ValueError(f"predict: the table has no 'path' column (columns: {list(inputs.columns)})")

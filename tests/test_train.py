@@ -144,6 +144,8 @@ def test_predict_from_a_folder(tiny, tmp_path):
     assert got["expr"].shape == (3, 7) and np.abs(got["expr"] - want["expr"]).max() < 0.2
     with pytest.raises(ValueError, match="size"):
         predict(model, tmp_path)
+    model.input_size = (24, 24)  # as models.load sets it
+    np.testing.assert_array_equal(predict(model, tmp_path)["expr"], got["expr"])
     table = pd.DataFrame({"path": ["f2.png", "f0.png"]})
     from_table = predict(model, table, size=24, root=tmp_path)
     np.testing.assert_allclose(from_table["expr"], got["expr"][[2, 0]], atol=1e-6)
