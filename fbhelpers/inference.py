@@ -36,7 +36,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +105,13 @@ def predict_table(
     return frame
 
 
-def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame, tasks: Sequence[Task]) -> pd.DataFrame:
+def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame, tasks: Sequence[Task],
+                      thresholds: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Every task of ``tasks`` whose columns ``labels`` carries (the canonical layout: ``expr`` codes, one 0/1 column
     per AU, ``valence`` / ``arousal``; NaN = not labelled), scored with ``metrics.score_task`` on the rows of
     ``predictions`` (a :func:`predict_table` frame), matched to ``labels`` by ``path``: the accuracy, F1 and CCC of
-    a model on a labelled set of your own images. Multilabel tasks are thresholded at 0.5, as in ``train.evaluate``.
+    a model on a labelled set of your own images. Multilabel tasks are thresholded at ``thresholds[task]`` (a
+    loaded model's ``thresholds``, as its ``_on`` columns are), 0.5 by default as in ``train.evaluate``.
     Returns a tidy frame ``task, metric, value``; ValueError when a predicted path has no labels row."""
     if labels["path"].duplicated().any():
         raise ValueError(f"labels: repeated paths, e.g. {labels.loc[labels['path'].duplicated(), 'path'].iloc[0]!r}")
@@ -126,7 +128,8 @@ def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame, tasks: Se
         y_true = merged[list(task.columns)].astype(float).to_numpy()
         y_pred = predictions[[f"{task.name}_{label}" for label in task.labels]].to_numpy(dtype=float)
         y_true = y_true[:, 0] if task.kind == "multiclass" else y_true
-        records += [(task.name, metric, float(value)) for metric, value in score_task(task, y_true, y_pred).items()]
+        scored = score_task(task, y_true, y_pred, threshold=(thresholds or {}).get(task.name, 0.5))
+        records += [(task.name, metric, float(value)) for metric, value in scored.items()]
     return pd.DataFrame(records, columns=["task", "metric", "value"])
 
 
@@ -149,7 +152,8 @@ def list_images(inputs: str | os.PathLike | pd.DataFrame | Sequence[str | os.Pat
     if path.is_file():
         return [(os.fspath(path), path)]
     if any(c in os.fspath(inputs) for c in "*?["):
-        matches = sorted(p for p in glob.glob(os.fspath(inputs), recursive=recursive) if Path(p).is_file())
+        matches = sorted(p for p in glob.glob(os.fspath(inputs), recursive=recursive)
+                         if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not matches:
             raise ValueError(f"no file matches the pattern {os.fspath(inputs)!r}")
         return [(p, Path(p)) for p in matches]

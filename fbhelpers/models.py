@@ -558,11 +558,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> MultiHe
 
 
 def save_from_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.PathLike, **metadata: Any) -> Path:
-    """Turn a ``train.fit`` checkpoint (``last.pt``: ``model_spec``, ``model``, ``input_size``, ``couplings``)
-    into a model file (:func:`save`); ``metadata`` is stored, with ``checkpoint_step`` and the run's ``training``
-    settings (steps, seed, lr, optimizer, schedule) unless given. ValueError naming the file when it is not
-    readable with ``weights_only=True`` or lacks a key (a checkpoint of a network other than ``MultiHeadNet``, or
-    written before checkpoints carried ``model_spec``)."""
+    """Turn a ``train.fit`` checkpoint (``last.pt`` or ``best.pt``: ``model_spec``, ``model``, ``input_size``,
+    ``couplings``) into a model file (:func:`save`), with the best step's weights when the run selected a model
+    (``fit(..., select=...)``) and the last step's otherwise; ``metadata`` is stored, with ``checkpoint_step`` and
+    the run's ``training`` settings (steps, seed, lr, optimizer, schedule) unless given. ValueError naming the file
+    when it is not readable with ``weights_only=True`` or lacks a key (a checkpoint of a network other than
+    ``MultiHeadNet``, or written before checkpoints carried ``model_spec``)."""
     where = f"checkpoint {os.fspath(checkpoint_path)!r}"
     state = _torch_load(checkpoint_path, where)
     if not isinstance(state, Mapping):
@@ -571,9 +572,10 @@ def save_from_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.Path
     if missing:
         raise ValueError(f"{where} lacks {missing}: it was not written by train.fit for a MultiHeadNet, or predates "
                          f"checkpoints that describe their model; rebuild the network and use models.save instead")
-    model = _build_from(state["model_spec"], state["model"], where)
+    best = state.get("best") or {}
+    model = _build_from(state["model_spec"], best.get("model", state["model"]), where)
     config = state.get("config") or {}
-    metadata.setdefault("checkpoint_step", state.get("step"))
+    metadata.setdefault("checkpoint_step", best.get("step", state.get("step")))
     metadata.setdefault("training", {k: config[k] for k in ("steps", "seed", "lr", "optimizer", "schedule")
                                      if k in config})
     return save(model, path, input_size=state["input_size"], couplings=state.get("couplings") or [], **metadata)

@@ -40,7 +40,7 @@ class Task:
             raise ValueError(f"Task {self.name!r}: needs at least one label")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"Task {self.name!r}: duplicate label names in {self.labels}")
-        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))  # numpy str -> str
 
     @property
     def n_outputs(self) -> int:

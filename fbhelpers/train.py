@@ -585,9 +585,10 @@ def fit(
         aligned = _align(couplings, tasks, dev) if loss_config.coann or loss_config.dm else []
         state = _initial_state(model, datasets, dev, options, rank, quota=quota, sample_weights=sample_weights,
                                prefetch=prefetch, channels_last=channels_last)
-        meta = {"model_spec": _model_spec(model), "input_size": _input_size(srcs),
-                "couplings": _plain_couplings(aligned, tasks)}
-        settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"], options)
+        meta = _plain({"model_spec": _model_spec(model), "input_size": _input_size(srcs),
+                       "couplings": _plain_couplings(aligned, tasks)})
+        settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"],
+                             {**options, "amp": use_amp})
         checkpointer = None if checkpoint_dir is None else Checkpointer(
             checkpoint_dir, checkpoint_every or max(1, steps // 10), settings, meta, rank)
         if resume:

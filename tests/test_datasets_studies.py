@@ -98,9 +98,12 @@ def test_affect_study_keeps_each_sources_labels_and_hides_on_request(data_root, 
         assert isinstance(src.images, CachedImages) and src.images.shape[1:] == (24, 24, 3)
         assert set(src.table["split"]) <= {"train", "val", "test"}  # Aff-Wild2's official val is the test set here
         assert (src.table["split"] == "test").any(), name
-    frames = study.sources["affwild2"].table  # the val split holds whole videos, carved from training rows
-    videos = frames.groupby(frames["path"].map(lambda p: p.split("/")[-2]))["split"].agg(set)
-    assert all(len(s) == 1 or "test" in s for s in videos)
+    for name, key in studies.VAL_GROUPS.items():  # val holds whole videos / subjects, carved from training rows
+        frames = study.sources[name].table
+        loaded = datasets.load(name, data_root / datasets.loader(name).folder, **({"overlap": "val"} if
+                               name == "affwild2" else {}))
+        sides = frames["split"].groupby(loaded.loc[frames.index, key].to_numpy()).agg(set)
+        assert all(not {"train", "val"} <= s for s in sides), (name, sides)
     expr_only = study.sources["affectnet"].table
     assert expr_only["expr"].notna().all() and expr_only[list(AUS)].isna().all().all()
     emotionet = study.sources["emotionet"].table
@@ -121,9 +124,16 @@ def test_validation_split_moves_a_seeded_share_of_training_rows():
     assert val.sum() / 1800 == pytest.approx(0.2, abs=0.03)
     assert (table.loc[val, "split"] == "train").all() and (out["split"] == "test").sum() == 200
     assert out["split"].tolist() == studies.validation_split(table.iloc[::-1], 0.2, seed=3)["split"][::-1].tolist()
-    grouped = studies.validation_split(table, 0.2, seed=3, by_folder=True)
+    grouped = studies.validation_split(table, 0.2, seed=3, groups=table["path"].str[:-10])
     per_video = grouped[grouped["split"] != "test"].groupby(grouped["path"].str[:-10])["split"].nunique()
     assert (per_video == 1).all() and (grouped["split"] == "val").any()
+    classes = table.assign(cls=[f"c{i}" for i in range(2000)])   # one training row per class: none may move
+    kept = studies.validation_split(classes, 0.2, seed=3, keep_class="cls")
+    assert (kept["split"] != "val").all() and (studies.validation_split(classes, 0.2, seed=3)["split"] == "val").any()
+    pairs = table.assign(cls=[f"c{i // 2}" for i in range(2000)])  # two per class: at most one moves
+    moved = studies.validation_split(pairs, 0.6, seed=3, keep_class="cls")
+    train_left = moved[moved["split"] == "train"].groupby("cls").size()
+    assert set(train_left.index) == set(pairs.loc[pairs["split"] == "train", "cls"]) and (moved["split"] == "val").any()
     official = table.assign(split=["train"] * 1700 + ["val"] * 100 + ["test"] * 200)
     assert studies.validation_split(official, 0.2).equals(official)
     assert studies.validation_split(table, 0.0).equals(table)

@@ -288,3 +288,19 @@ def test_models_imports_only_lower_modules():
     higher = {"train", "experiments", "runner", "inference", "profiles", "widgets", "plots"}
     assert _imports("models") & higher == set()
     assert {"models", "train"} <= _imports("inference")
+
+
+def test_a_checkpoint_of_a_selecting_run_exports_the_selected_weights(tmp_path):
+    study = face_study(regime="pair", size=24, n_scale=0.2, seed=0)
+    torch.manual_seed(0)
+    net = MultiHeadNet(study.tasks, "cnn4", widths=(4, 4, 4, 4), pool=2)
+    history = train.fit(net, study, steps=6, quota=4, checkpoint_dir=tmp_path, progress=False, device="cpu",
+                        val_split="val", select="expr/accuracy", select_mode="min", eval_every=1, lr=0.05)
+    best = history.attrs["best_step"]
+    assert best < 6  # with select_mode="min" and lr 0.05 an early step is chosen: last and best differ
+    x = torch.rand(2, 3, 24, 24)
+    for name in (checkpoints.CHECKPOINT, checkpoints.BEST):
+        loaded = models.load(models.save_from_checkpoint(tmp_path / name, tmp_path / f"from_{name}"))
+        assert loaded.metadata["checkpoint_step"] == best
+        for key, value in _outputs(net.eval(), x).items():  # fit left the selected weights in net
+            assert torch.equal(_outputs(loaded, x)[key], value), (name, key)

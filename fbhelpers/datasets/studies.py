@@ -114,20 +114,28 @@ def as_test_split(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-FRAME_DATASETS: tuple[str, ...] = ("affwild2", "disfa", "bp4d")  # frames of one video folder stay together
+VAL_GROUPS: dict[str, str] = {"affwild2": "video", "disfa": "subject", "bp4d": "subject"}  # kept on one side
 
 
-def validation_split(table: pd.DataFrame, fraction: float = 0.1, seed: int = 0, by_folder: bool = False
-                     ) -> pd.DataFrame:
+def validation_split(table: pd.DataFrame, fraction: float = 0.1, seed: int = 0, groups: pd.Series | None = None,
+                     keep_class: str | None = None) -> pd.DataFrame:
     """``table`` with a seeded ``fraction`` of its training rows moved to ``val`` (for model selection), chosen by a
-    hash of the path, or of the path's folder with ``by_folder`` (a video's frames, or a subject's, stay on one side)
-    [choice]. A table that already has ``val`` rows (e.g. CelebA's official partition) or ``fraction=0`` is kept."""
+    hash of the path, or of ``groups`` (a key per row, e.g. the subject or video: a group's rows stay on one side)
+    [choice]. ``keep_class``: a class column whose every class keeps at least one training row (a class seen only in
+    validation would never be trained on). A table that already has ``val`` rows (e.g. CelebA's official
+    partition) or ``fraction=0`` is kept."""
     if not 0 <= fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}")
     if fraction == 0 or (table["split"] == "val").any():
         return table
-    keys = table["path"].map(lambda p: str(Path(p).parent)) if by_folder else table["path"]
-    move = (table["split"] == "train").to_numpy() & (key_hash(keys, seed + 1) < fraction)
+    keys = table["path"] if groups is None else groups.loc[table.index].astype(str)
+    train = (table["split"] == "train").to_numpy()
+    move = train & (key_hash(keys, seed + 1) < fraction)
+    if keep_class is not None:
+        classes = table[keep_class].to_numpy()
+        left = pd.Series(train & ~move).groupby(classes).transform("sum").to_numpy()
+        orphans = pd.Series(move & (left == 0))
+        move &= ~(orphans & (orphans.groupby(classes).cumsum() == 1)).to_numpy()
     out = table.copy()
     out.loc[move, "split"] = "val"
     return out
@@ -177,7 +185,7 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     per dataset. ``size``: image side in pixels; ``cache``: the image cache folder (default ``$FBHELPERS_CACHE``
     or ``~/.cache/fbhelpers``); ``n_scale``: fraction of each split kept (the cache always holds every image, so a
     later full run reuses it). ``val_fraction``: training rows moved to a ``val`` split for model selection
-    (:func:`validation_split`; whole video / subject folders for Aff-Wild2, DISFA and BP4D) [choice 0.1]. ``info``:
+    (:func:`validation_split`; whole videos of Aff-Wild2, whole subjects of DISFA and BP4D) [choice 0.1]. ``info``:
     ``labelled_aus`` / ``unlabelled_aus`` (by the training splits),
     ``sizes``, ``skipped`` (rows each loader or the cache left out, by reason) and ``missing`` (optional datasets
     not found).
@@ -186,7 +194,8 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     tables = load_tables(data_root, sources, required, options)
     srcs = {}
     for name, table in tables.items():
-        split = validation_split(_face_table(name, table, options), val_fraction, seed, name in FRAME_DATASETS)
+        groups = table[VAL_GROUPS[name]] if name in VAL_GROUPS else None
+        split = validation_split(_face_table(name, table, options), val_fraction, seed, groups)
         srcs[name] = cached_source(name, hide_training_labels(split, hide), table, dataset_folder(data_root, name),
                                    size, cache, n_scale, seed, workers, progress)
     check_splits(srcs)
@@ -219,9 +228,10 @@ def _class_attribute(name: str, table: pd.DataFrame, full: pd.DataFrame, folder:
     """A class + attribute study of one database: tasks ``class_col`` (multiclass) and ``attr`` (multilabel),
     coupled by ``relatedness`` (None: estimated on the training split with every label, P1 §5 / P2 §5, before
     ``hide``'s attributes lose their training labels: R is known, the batches do not carry them [choice]);
-    ``val_fraction`` of the training rows become the ``val`` split (:func:`validation_split`)."""
+    ``val_fraction`` of the training rows become the ``val`` split (:func:`validation_split`; every class keeps a
+    training row)."""
     keep = ["path", "split", "source", class_col, *attributes]
-    table = validation_split(as_test_split(table[keep]), val_fraction, seed)
+    table = validation_split(as_test_split(table[keep]), val_fraction, seed, keep_class=class_col)
     src = cached_source(name, table, full, folder, size, cache, n_scale, seed, workers, progress)
     check_splits({name: src})
     class_task, attr_task = classification_task(class_col, class_labels), attribute_task("attr", attributes)

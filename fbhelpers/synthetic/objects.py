@@ -8,9 +8,9 @@ each image jitters. Each image draws its attributes from its class profile and i
 is rendered with vectorised numpy under nuisance (position, scale, rotation, background, lighting, pixel noise).
 The profile table is the true relatedness. Sources follow the papers' regime of non-overlapping annotations: one
 source labels the class only, one labels attributes only, a small one labels both, and every test split is fully
-labelled; each source's ``val`` split (a tenth of its training size) is drawn and labelled like its training split,
-for model selection. Attributes that are not part of the task (``n_attributes`` smaller than the catalogue) are still drawn
-and rendered: visual variation nobody annotated, as in the real datasets.
+labelled; each source's ``val`` split (a tenth of its training size) is drawn and labelled like its training
+split, for model selection. Attributes that are not part of the task (``n_attributes`` smaller than the
+catalogue) are still drawn and rendered: visual variation nobody annotated, as in the real datasets.
 """
 from __future__ import annotations
 
