@@ -15,7 +15,6 @@ predict, render-faces, export-model, bench, refresh-references (DESIGN.md §Modu
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import warnings
@@ -26,6 +25,7 @@ import pandas as pd
 import yaml
 
 from . import datasets, inference, manifest, models, profiles, runner, synthetic
+from .files import atomic_path
 
 
 def parse_value(text: str) -> Any:
@@ -152,10 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
     print(f"wrote {len(table):,} rows to {out}; skipped {len(table.attrs['skipped']):,} unreadable files; "
           f"model {args.model}; device {table.attrs['device']}")
     if args.score:

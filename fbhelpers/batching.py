@@ -12,6 +12,7 @@ Everything random here is a pure function of ``(seed, step)`` (sampling) or of a
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
@@ -474,12 +475,15 @@ def decode_image(path: str | Path, size: int | tuple[int, int], mode: str = "RGB
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """Image files of a folder (recursively, sorted; suffixes ``IMAGE_SUFFIXES``)."""
+def image_files(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files of a folder (in its sub-folders too unless ``recursive=False``; sorted; suffixes
+    ``IMAGE_SUFFIXES``); ValueError when there is none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    candidates = folder.rglob("*") if recursive else folder.glob("*")
+    files = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        where = "under" if recursive else "directly in (not searching sub-folders)"
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) {where} the folder {os.fspath(folder)!r}")
     return files

@@ -2,15 +2,14 @@
 
 In a run's ``checkpoint_dir``: ``last.pt`` (:data:`CHECKPOINT`: the training state, the run's settings, the
 best-model selection state and what rebuilds the model), ``best.pt`` (:data:`BEST`: the best weights when
-selecting) and ``history.csv`` (:data:`HISTORY`), written by the ``Checkpointer``. Every file is written to
-``<name>.tmp`` and then renamed, so that a killed process never leaves a half-written one; checkpoints hold
-only tensors and plain containers and are read with ``weights_only=True``. The global RNG states (torch, CUDA,
-numpy, Python) and the augmentation generator's are saved too, so a resumed run replays the uninterrupted one
-exactly; a checkpoint written with other settings is refused, listing them.
+selecting) and ``history.csv`` (:data:`HISTORY`), written by the ``Checkpointer``. Every file is written under a
+temporary name and then renamed (``files.atomic_path``), so that a killed process never leaves a half-written one;
+checkpoints hold only tensors and plain containers and are read with ``weights_only=True``. The global RNG states
+(torch, CUDA, numpy, Python) and the augmentation generator's are saved too, so a resumed run replays the
+uninterrupted one exactly; a checkpoint written with other settings is refused, listing them.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 
 from .callbacks import Selection
+from .files import atomic_path, read_weights_only
 
 CHECKPOINT = "last.pt"
 BEST = "best.pt"
@@ -28,33 +28,22 @@ HISTORY = "history.csv"
 
 # ----------------------------------------------------------------------------------------------- files
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """``torch.save`` to ``<path>.tmp`` then ``os.replace``: a killed process never leaves a half-written file
-    (DESIGN.md conventions). ``state`` must hold only tensors and plain containers (``weights_only`` loading)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
-    return path
+    """``torch.save``, atomically (``files.atomic_path``): a killed process never leaves a half-written file.
+    ``state`` must hold only tensors and plain containers (``weights_only`` loading)."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``fit`` (``torch.load(weights_only=True)``, on CPU)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}") from None
-    except Exception as err:  # unpickling errors come in many types
-        raise ValueError(f"cannot read checkpoint {path} (weights_only=True): {err}") from err
+    """A checkpoint written by ``fit`` (``files.read_weights_only``: on CPU, a clear error naming the file)."""
+    return read_weights_only(path, f"checkpoint {str(path)!r}")
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """``frame`` (without its index) to ``path``, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:

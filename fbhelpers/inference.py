@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from . import models, train
-from .batching import IMAGE_SUFFIXES, decode_image
+from .batching import IMAGE_SUFFIXES, decode_image, image_files
 from .metrics import score_task
 from .tasks import Task
 from .zeroshot import zero_shot_scores
@@ -146,7 +146,7 @@ def list_images(inputs: str | os.PathLike | pd.DataFrame | Sequence[str | os.Pat
         return files
     path = Path(inputs)
     if path.is_dir():
-        return _from_folder(path, recursive)
+        return [(os.fspath(p), p) for p in image_files(path, recursive)]
     if path.is_file() and path.suffix.lower() == ".csv":
         return _from_table(_read_csv(path), path.parent, f"CSV file {os.fspath(path)!r}")
     if path.is_file():
@@ -158,15 +158,6 @@ def list_images(inputs: str | os.PathLike | pd.DataFrame | Sequence[str | os.Pat
             raise ValueError(f"no file matches the pattern {os.fspath(inputs)!r}")
         return [(p, Path(p)) for p in matches]
     raise FileNotFoundError(f"no folder, file or matching glob pattern: {os.fspath(inputs)!r}")
-
-
-def _from_folder(folder: Path, recursive: bool) -> list[tuple[str, Path]]:
-    candidates = folder.rglob("*") if recursive else folder.glob("*")
-    files = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        where = "under" if recursive else "directly in (not searching sub-folders)"
-        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) {where} the folder {os.fspath(folder)!r}")
-    return [(os.fspath(p), p) for p in files]
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

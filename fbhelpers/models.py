@@ -13,7 +13,6 @@ spec, weights, input size, relatedness tables, decision thresholds and metadata,
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from fbhelpers.files import atomic_path, plain_data, read_weights_only
 from fbhelpers.relatedness import Relatedness
 from fbhelpers.study import Coupling
 from fbhelpers.tasks import Task
@@ -416,7 +416,7 @@ class MultiHeadNet(nn.Module):
         state dict carries them."""
         return {
             "tasks": [{"name": t.name, "kind": t.kind, "labels": list(t.labels)} for t in self.tasks],
-            "backbone": self.backbone_name, "backbone_options": _plain(self.backbone_options),
+            "backbone": self.backbone_name, "backbone_options": plain_data(self.backbone_options),
             "in_channels": self.in_channels, "dropout": self.dropout_p,
             "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
             "head_inputs": dict(self.head_inputs),
@@ -461,15 +461,6 @@ class MultiHeadNet(nn.Module):
         return torch.tanh(y) if self._kinds[name] == "regression" else y
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively (the form a spec has after a save / load round trip)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 SPEC_KEYS: tuple[str, ...] = ("tasks", "backbone", "backbone_options", "in_channels", "dropout", "mean", "std",
                               "head_inputs")
 
@@ -503,7 +494,7 @@ def save(model: MultiHeadNet, path: str | os.PathLike, *, input_size: int | Sequ
          thresholds: Mapping[str, float | Sequence[float]] | None = None, **metadata: Any) -> Path:
     """Write ``model`` to one self-describing file that :func:`load` rebuilds without any code of the run.
 
-    The file (``torch.save``, readable with ``weights_only=True``, written to ``<path>.tmp`` then renamed) holds
+    The file (``torch.save``, readable with ``weights_only=True``, written atomically: ``files.atomic_path``) holds
     the keys :data:`MODEL_KEYS`: the format marker and version, the fbhelpers version, ``spec``
     (:meth:`MultiHeadNet.spec`), ``state_dict``, ``input_size`` ``[H, W]`` (an int is a square), ``couplings``
     (the relatedness tables of training, ``study.Coupling`` objects or dicts of :data:`COUPLING_KEYS`, stored
@@ -530,7 +521,9 @@ def save(model: MultiHeadNet, path: str | os.PathLike, *, input_size: int | Sequ
         "thresholds": _threshold_record(model.thresholds if thresholds is None else thresholds, model.tasks),
         "metadata": {str(k): _json_like(v, str(k)) for k, v in metadata.items()},
     }
-    return _write_atomic(record, path)
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    return Path(path)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> MultiHeadNet:
@@ -565,7 +558,7 @@ def save_from_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.Path
     when it is not readable with ``weights_only=True`` or lacks a key (a checkpoint of a network other than
     ``MultiHeadNet``, or written before checkpoints carried ``model_spec``)."""
     where = f"checkpoint {os.fspath(checkpoint_path)!r}"
-    state = _torch_load(checkpoint_path, where)
+    state = read_weights_only(checkpoint_path, where)
     if not isinstance(state, Mapping):
         raise ValueError(f"{where} is not a train.fit checkpoint (it holds a {type(state).__name__})")
     missing = [k for k in ("model_spec", "model", "input_size") if state.get(k) is None]
@@ -687,36 +680,9 @@ def _json_like(value: Any, key: str, what: str = "metadata") -> Any:
                      f"float, str, or lists and str-keyed dicts of them)")
 
 
-def _write_atomic(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``<path>.tmp``, then rename: a killed process never leaves a half-written model file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(dict(record), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _torch_load(path: str | os.PathLike, where: str) -> Any:
-    """``torch.load(weights_only=True)`` on CPU; ValueError naming ``where`` for anything it refuses."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{where} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        reason = (f"it pickles {refused.group(1)}, which weights_only loading refuses (a tampered or foreign file)"
-                  if refused else f"torch.load(weights_only=True) cannot read it ({type(err).__name__}: "
-                                  f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})")
-        raise ValueError(f"{where} is not an fbhelpers file: {reason}") from None
-
-
 def _read_record(path: str | os.PathLike, where: str) -> Mapping[str, Any]:
     """The checked contents of a model file: the format marker, version and every key of :data:`MODEL_KEYS`."""
-    record = _torch_load(path, where)
+    record = read_weights_only(path, where)
     if not isinstance(record, Mapping) or record.get("format") != MODEL_FORMAT:
         hint = ""
         if isinstance(record, Mapping) and "model" in record and "optimizer" in record:

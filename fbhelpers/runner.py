@@ -20,13 +20,14 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping
 
 import numpy as np
+
+from .files import atomic_path
 
 ENV_OUTPUT_DIR = "FB_OUTPUT_DIR"
 DEFAULT_OUTPUT_DIR = Path("runs") / "interactive"
@@ -141,20 +142,8 @@ def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a reader never
     sees a half-written file; the file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, newline="")
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

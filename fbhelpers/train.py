@@ -45,6 +45,7 @@ from . import batching
 from .batching import MultiSourceLoader, TaskDataset, image_files, decode_image, to_device, to_float
 from .callbacks import Callback, Selection, TensorBoardLogger
 from .checkpoints import Checkpointer, history_frame, rng_state, set_rng_state, write_csv
+from .files import plain_data
 from .losses import Coupling, LossConfig, combined_loss, coupling_tensor
 from .metrics import score_task
 from .models import output_probabilities
@@ -223,16 +224,6 @@ def _digest(weights: Mapping[str, np.ndarray] | None) -> dict[str, str] | None:
             for n, w in sorted(weights.items())}
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with tuples as lists, numpy scalars as Python numbers and keys as strings, so that it compares
-    equal to itself after a ``weights_only`` round trip."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
               couplings: list[dict[str, Any]], input_size: list[int], options: Mapping[str, Any]) -> dict[str, Any]:
     """Everything that changes a run's results, as plain values: ``options`` (fit's scalar settings) plus quota,
@@ -241,7 +232,7 @@ def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
     model = state.model
     spec = _model_spec(model) or {"parameters": [[n, list(p.shape)] for n, p in model.named_parameters()]}
     sampler = state.loader.sampler
-    return _plain({**options, "quota": sampler.quota, "sources": sampler.sizes, "input_size": input_size,
+    return plain_data({**options, "quota": sampler.quota, "sources": sampler.sizes, "input_size": input_size,
                    "tasks": [t.name for t in tasks], "loss": dataclasses.asdict(loss_config),
                    "couplings": couplings, "model": spec})
 
@@ -585,7 +576,7 @@ def fit(
         aligned = _align(couplings, tasks, dev) if loss_config.coann or loss_config.dm else []
         state = _initial_state(model, datasets, dev, options, rank, quota=quota, sample_weights=sample_weights,
                                prefetch=prefetch, channels_last=channels_last)
-        meta = _plain({"model_spec": _model_spec(model), "input_size": _input_size(srcs),
+        meta = plain_data({"model_spec": _model_spec(model), "input_size": _input_size(srcs),
                        "couplings": _plain_couplings(aligned, tasks)})
         settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"],
                              {**options, "amp": use_amp})

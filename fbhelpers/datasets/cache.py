@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..batching import decode_image
+from ..files import atomic_path
 from ..source import Source
 from .common import BOX_COLUMNS, LOG
 
@@ -250,9 +251,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 def _start_partial(partial: Path, spec: dict[str, Any], records: list[Record]) -> None:
