@@ -77,7 +77,7 @@ def predict_table(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     files = list_images(inputs, recursive=recursive)
-    dev = _device(device)
+    dev = train.resolve_device(device)
     net = models.load(model, dev) if isinstance(model, (str, os.PathLike)) else model
     size, mode = _input_format(net)
     from tqdm.auto import tqdm
@@ -176,16 +176,6 @@ def _from_table(table: pd.DataFrame, root: Path, what: str) -> list[tuple[str, P
     if table.empty:
         raise ValueError(f"{what} lists no image (no rows)")
     return [(str(p), root / str(p)) for p in table["path"]]
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = train.resolve_device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {str(device)!r}: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: CUDA is not available here (use 'cpu' or 'auto')")
-    return dev
 
 
 def _input_format(model: nn.Module) -> tuple[tuple[int, int], str]:

@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import runner
+from . import runner, train
 from .experiments import ABLATIONS
 
 NOTEBOOKS: dict[str, str] = {
@@ -145,19 +145,14 @@ def resolve(notebook: str, profile: str, **overrides: Any) -> dict[str, Any]:
 
 def resolve_device(device: str | None, preferred: str = "auto") -> str:
     """A concrete torch device string: ``device`` unless None/"auto", then ``preferred``; "auto" -> "cuda" when
-    available, else "cpu" **[choice: MPS only when asked for by name]**. ValueError for a malformed name,
-    RuntimeError if CUDA is asked for and absent."""
+    available, else "cpu" **[choice: MPS only when asked for by name]**. ValueError for a malformed name or CUDA
+    asked for and absent (``train.resolve_device``)."""
     import torch
 
     choice = preferred if device in (None, "", "auto") else str(device)
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(choice)
-    except RuntimeError as err:
-        raise ValueError(f"DEVICE {choice!r} is not a torch device: {err}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE {choice!r} asked for, but torch sees no CUDA device; use DEVICE='auto' or 'cpu'")
+    train.resolve_device(choice)
     return choice
 
 

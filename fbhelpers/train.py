@@ -56,10 +56,17 @@ from .tasks import Task
 
 # ----------------------------------------------------------------------------------------------- set-up helpers
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; anything else as given."""
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; anything else as given. ValueError
+    for a name torch does not know, or a CUDA device where torch sees none."""
     if str(device) == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {str(device)!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: CUDA is not available here (use 'cpu' or 'auto')")
+    return dev
 
 
 def _resolve_amp(amp: bool | str, device: torch.device) -> bool:

@@ -257,3 +257,19 @@ def test_features_are_the_shared_layers_in_eval_mode(tiny):
     assert features(model, src.images[:0], device="cpu").shape == (0, model.feature_dim)
     with pytest.raises(ValueError, match="uint8 images"):
         features(model, src.images.astype(np.float32), device="cpu")
+
+
+def test_device_names_are_checked_once_for_every_caller(tiny):
+    from fbhelpers import profiles
+    from fbhelpers.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") and profiles.resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        for call in (lambda: resolve_device("cuda"), lambda: profiles.resolve_device("cuda")):
+            with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available here \(use 'cpu' or 'auto'\)"):
+                call()
+        model, sources, _, _ = tiny[1]["build"]()
+        with pytest.raises(ValueError, match="CUDA is not available"):  # before any training work
+            fit(model, sources, FACE_TASKS, steps=1, device="cuda", progress=False)
