@@ -144,9 +144,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Predict every image of ``--images`` with a model file; write the table (atomically) and one summary line."""
     if args.score and not str(args.images).endswith(".csv"):
         raise ValueError(f"--score needs --images to be a CSV holding the labels, got {args.images!r}")
+    model = models.load(args.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = inference.predict_table(args.model, args.images, recursive=args.recursive,
+        table = inference.predict_table(model, args.images, recursive=args.recursive,
                                         batch_size=args.batch_size, device=args.device, strict=args.strict,
                                         progress=False if args.no_progress else None)
     for warning in caught:
@@ -158,7 +159,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
           f"model {args.model}; device {table.attrs['device']}")
     if args.score:
         labels = pd.read_csv(args.images)
-        model = models.load(args.model)
         scores = inference.score_predictions(table, labels, model.tasks, model.thresholds)
         headline = scores[scores["metric"].isin(["accuracy", "macro_f1", "mean_f1", "mean_ccc"])]
         print(f"scores against the labels of {args.images}:")

@@ -240,8 +240,8 @@ def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
     spec = _model_spec(model) or {"parameters": [[n, list(p.shape)] for n, p in model.named_parameters()]}
     sampler = state.loader.sampler
     return plain_data({**options, "quota": sampler.quota, "sources": sampler.sizes, "input_size": input_size,
-                   "tasks": [t.name for t in tasks], "loss": dataclasses.asdict(loss_config),
-                   "couplings": couplings, "model": spec})
+                       "tasks": [t.name for t in tasks], "loss": dataclasses.asdict(loss_config),
+                       "couplings": couplings, "model": spec})
 
 
 def _initial_state(model: nn.Module, datasets: Mapping[str, TaskDataset], device: torch.device,
