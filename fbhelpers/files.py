@@ -1,10 +1,11 @@
 """Writing fbhelpers' own files: atomically, and with plain data that a ``weights_only`` load reads back unchanged.
 
-Every file fbhelpers writes (metrics, checkpoints, model files, prediction tables, the image cache's index) goes
-through :func:`atomic_path`: written under a temporary name in the same folder, then renamed, so a reader (or a
-resumed run) never sees a half-written file and a killed process leaves none behind. Settings and specs stored in
-checkpoints and model files go through :func:`plain_data` first, so that what is read back compares equal to
-what was written; :func:`read_weights_only` reads such files back with ``torch.load(weights_only=True)``.
+The files fbhelpers writes and reads back, or that a user reads while a run goes on (metrics, checkpoints and
+history, model files, prediction tables, the image cache's index), go through :func:`atomic_path`: written under a
+temporary name in the same folder, then renamed, so a reader (or a resumed run) never sees a half-written file and a
+killed process leaves none behind. Settings and specs stored in checkpoints and model files go through
+:func:`plain_data` first, so that what is read back compares equal to what was written; :func:`read_weights_only`
+reads such files back with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 

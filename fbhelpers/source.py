@@ -62,6 +62,12 @@ class Source:
         return self.images.take(np.flatnonzero(index) if index.dtype == bool else index)
 
 
+def split_sizes(sources: Mapping[str, Source]) -> dict[str, dict[str, int]]:
+    """Rows per split (``SPLITS`` order) of every source: ``{name: {"train": n, "val": n, "test": n}}``."""
+    return {name: {split: int((src.table["split"] == split).sum()) for split in SPLITS}
+            for name, src in sources.items()}
+
+
 def annotation_coverage(sources: Mapping[str, Source], tasks: Sequence) -> pd.DataFrame:
     """Fraction of each source's rows that carry each label: sources x label columns, values in [0, 1].
 

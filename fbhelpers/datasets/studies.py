@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..relatedness import Relatedness, estimate, prior
-from ..source import SPLITS, Source
+from ..source import SPLITS, Source, split_sizes
 from ..study import Coupling, Study
 from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, attribute_task, classification_task
 from . import celeba, cub, loader
@@ -141,10 +141,6 @@ def validation_split(table: pd.DataFrame, fraction: float = 0.1, seed: int = 0, 
     return out
 
 
-def _sizes(sources: Mapping[str, Source]) -> dict[str, dict[str, int]]:
-    return {n: {s: int((src.table["split"] == s).sum()) for s in SPLITS} for n, src in sources.items()}
-
-
 def _skipped(sources: Mapping[str, Source]) -> dict[str, dict[str, int]]:
     return {n: dict(src.table.attrs.get("skipped", {})) for n, src in sources.items()}
 
@@ -186,9 +182,8 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     or ``~/.cache/fbhelpers``); ``n_scale``: fraction of each split kept (the cache always holds every image, so a
     later full run reuses it). ``val_fraction``: training rows moved to a ``val`` split for model selection
     (:func:`validation_split`; whole videos of Aff-Wild2, whole subjects of DISFA and BP4D) [choice 0.1]. ``info``:
-    ``labelled_aus`` / ``unlabelled_aus`` (by the training splits),
-    ``sizes``, ``skipped`` (rows each loader or the cache left out, by reason) and ``missing`` (optional datasets
-    not found).
+    ``labelled_aus`` / ``unlabelled_aus`` (by the training splits), ``sizes``, ``skipped`` (rows each loader or the
+    cache left out, by reason) and ``missing`` (optional datasets not found).
     """
     options = {**(options or {}), "affwild2": {"overlap": "val", **dict((options or {}).get("affwild2", {}))}}
     tables = load_tables(data_root, sources, required, options)
@@ -203,7 +198,7 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     labelled = _labelled(srcs, AUS)
     info = {"data_root": str(data_root), "size": size, "n_scale": n_scale, "relatedness": rel.name,
             "labelled_aus": labelled, "unlabelled_aus": [a for a in AUS if a not in labelled],
-            "sizes": _sizes(srcs), "skipped": _skipped(srcs), "missing": [n for n in sources if n not in tables]}
+            "sizes": split_sizes(srcs), "skipped": _skipped(srcs), "missing": [n for n in sources if n not in tables]}
     return Study(srcs, FACE_TASKS, [Coupling("expr", "au", rel)], rel, info=info)
 
 
@@ -243,7 +238,7 @@ def _class_attribute(name: str, table: pd.DataFrame, full: pd.DataFrame, folder:
     labelled = _labelled({name: src}, attributes)
     info = {"size": size, "n_scale": n_scale, "relatedness": rel.name, "attributes_labelled": labelled,
             "attributes_unlabelled": [a for a in attributes if a not in labelled],
-            "sizes": _sizes({name: src}), "skipped": _skipped({name: src})}
+            "sizes": split_sizes({name: src}), "skipped": _skipped({name: src})}
     return Study({name: src}, (class_task, attr_task), [Coupling(class_col, "attr", rel)], rel, info=info)
 
 
@@ -267,8 +262,7 @@ def within_class_split(table: pd.DataFrame, class_col: str, test_fraction: float
 
 def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequence[str] = (),
                    split: str = "within_identity", test_fraction: float = 0.2, val_fraction: float = 0.1,
-                   size: int = 112,
-                   cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
+                   size: int = 112, cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                    workers: int | None = None, progress: bool | None = None) -> Study:
     """Case study ii on CelebA (P1 §5): tasks ``identity`` and ``attr`` (the 40 attributes), R estimated on the
     training split. ``n_identities``: keep the N most frequent identities (0 = all 10,177). ``split``:
@@ -290,8 +284,7 @@ def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequen
 
 
 def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[str] = (), val_fraction: float = 0.1,
-                  size: int = 112,
-                  cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
+                  size: int = 112, cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                   workers: int | None = None, progress: bool | None = None) -> Study:
     """"Beyond faces" on CUB-200-2011 (P2 §5): tasks ``species`` and ``attr`` (312 attributes) coupled by the class x
     attribute table CUB ships (``class_attribute_labels_continuous.txt`` / 100, METHOD.md §2). ``n_species``: the
@@ -313,8 +306,7 @@ def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[s
 
 
 def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[str] = (), val_fraction: float = 0.1,
-                          size: int = 112,
-                          cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
+                          size: int = 112, cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                           options: Mapping[str, Any] | None = None, workers: int | None = None,
                           progress: bool | None = None) -> Study:
     """A class + attribute CSV database (``cad``, ``sadd`` or ``generic``; see :mod:`.generic`) as a study (P2 §5):

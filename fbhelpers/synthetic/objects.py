@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..relatedness import Relatedness, estimate
-from ..source import Source
+from ..source import Source, split_sizes
 from ..tasks import attribute_task, classification_task
 from ..study import Coupling, Study
 
@@ -671,11 +671,6 @@ def _labelled_subset(n: int, fraction: float, rng: np.random.Generator) -> np.nd
     return keep
 
 
-def _sizes(sources: dict[str, Source]) -> dict[str, dict[str, int]]:
-    return {name: {split: int((src.table["split"] == split).sum()) for split in ("train", "val", "test")}
-            for name, src in sources.items()}
-
-
 def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTRIBUTES),
                    images_per_identity: int | None = None, attr_images_per_identity: int | None = None,
                    coann_images_per_identity: int | None = None, test_images_per_identity: int | None = None,
@@ -753,7 +748,7 @@ def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTR
         attributes_labelled=tuple(np.array(attr_names)[known]),
         attributes_unlabelled=tuple(np.array(attr_names)[~known]),
         identities_labelled=tuple(model.classes[i] for i in covered),
-        sizes=_sizes(sources), bayes_accuracy_latent=bayes,
+        sizes=split_sizes(sources), bayes_accuracy_latent=bayes,
     )
     return Study(sources, tasks, [Coupling("identity", "attr", coupled)], true_r, truth, info)
 
@@ -827,6 +822,6 @@ def species_study(n_species: int = 50, n_attributes: int | None = None, images_p
                                    look_jitter=look_jitter, nuisance=nuisance),
         attributes_labelled=tuple(np.array(attr_names)[known]),
         attributes_unlabelled=tuple(np.array(attr_names)[~known]),
-        sizes=_sizes(sources), bayes_accuracy_latent=bayes,
+        sizes=split_sizes(sources), bayes_accuracy_latent=bayes,
     )
     return Study(sources, tasks, [Coupling("species", "attr", true_r)], true_r, truth, info)

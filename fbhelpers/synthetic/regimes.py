@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..relatedness import Relatedness, prior
-from ..source import Source
+from ..source import Source, split_sizes
 from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, VA_LABELS
 from .faces import (FaceConfig, au_probabilities, bayes_ceiling, check_table, render_faces, sample_labels,
                     sample_nuisance)
@@ -258,8 +258,7 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
         "unlabelled_classes": [c for c in EXPRESSIONS if c not in labelled_classes],
         "bayes_ceiling": bayes_ceiling(rel, cfg.au_miss, cfg.au_spont),
         "p_au_given_expr": au_probabilities(rel, cfg.au_miss, cfg.au_spont),
-        "sizes": {name: {split: int((src.table["split"] == split).sum()) for split in ("train", "val", "test")}
-                  for name, src in study_sources.items()},
+        "sizes": split_sizes(study_sources),
         "specs": {s.name: asdict(s) for s in built},
         "config": asdict(cfg),
     }
