@@ -19,7 +19,7 @@ import torch
 
 from .batching import TaskDataset
 from .losses import LossConfig
-from .metrics import delta_m
+from .metrics import DELTA_M_FLOOR, delta_m
 from .models import MultiHeadNet
 from .study import Study
 from .tasks import Task
@@ -201,7 +201,9 @@ def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "
                   lower_is_better: frozenset[str] = LOWER_IS_BETTER) -> pd.DataFrame:
     """Δm of every MT variant over the single-task models, per seed and as mean ± std (``metrics.delta_m``,
     Maninis et al. 2019, as in the MTL literature; METHOD.md §5). Metrics are (source, task, metric) entries
-    scored by both; ST of the same seed is the reference. Columns ``variant, mean, std, <seed>...``."""
+    scored by both; ST of the same seed is the reference. A single-task value below ``metrics.DELTA_M_FLOOR``
+    (a VA CCC near 0) enters as the absolute difference, not the ratio (``metrics.delta_m``); ``n_absolute``
+    counts those terms over all seeds. Columns ``variant, mean, std, n_absolute, <seed>...``."""
     sel = results[results["metric"].isin(metrics)]
     key = sel["source"] + "/" + sel["task"] + "/" + sel["metric"]
     sel = sel.assign(key=key)
@@ -209,11 +211,13 @@ def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "
     for (variant, seed), part in sel[sel["variant"] != "st"].groupby(["variant", "seed"], sort=False):
         st = sel[(sel["variant"] == "st") & (sel["seed"] == seed)].set_index("key")["value"]
         mt = part.set_index("key")["value"]
-        common = [k for k in mt.index if k in st.index and np.isfinite(mt[k]) and np.isfinite(st[k]) and st[k] != 0]
+        common = [k for k in mt.index if k in st.index and np.isfinite(mt[k]) and np.isfinite(st[k])]
         hib = {k: k.rsplit("/", 1)[1] not in lower_is_better for k in common}
-        rows.append((variant, seed, delta_m(mt[common].to_dict(), st[common].to_dict(), hib)))
-    frame = pd.DataFrame(rows, columns=["variant", "seed", "delta_m"])
+        n_absolute = int((st[common] < DELTA_M_FLOOR).sum())
+        rows.append((variant, seed, delta_m(mt[common].to_dict(), st[common].to_dict(), hib), n_absolute))
+    frame = pd.DataFrame(rows, columns=["variant", "seed", "delta_m", "n_absolute"])
     wide = frame.pivot(index="variant", columns="seed", values="delta_m")
+    wide.insert(0, "n_absolute", frame.groupby("variant")["n_absolute"].sum())
     wide.insert(0, "std", frame.groupby("variant")["delta_m"].std())
     wide.insert(0, "mean", frame.groupby("variant")["delta_m"].mean())
     return wide.loc[list(dict.fromkeys(frame["variant"]))]
@@ -261,12 +265,14 @@ def paired_difference(results: pd.DataFrame, variant: str, baseline: str, metric
 # ----------------------------------------------------------------------------------------------- one variant, kept
 # The METHOD.md [choice] ablation around the default coupling (pass as ``configs=`` to ``compare_coupling`` /
 # ``fit_variant``): the literal summed DM objective (METHOD.md §7: it collapsed a prototype), DM with q detached,
-# hard co-annotation (P0) instead of soft (P1/P2), and DM in both directions (P1/P2) instead of class -> attributes.
+# hard co-annotation (P0) instead of soft (P1/P2), DM in both directions (P1/P2) instead of class -> attributes,
+# and DM class -> attributes as a Bernoulli KL (BCE − H(q)) instead of the recalled BCE (``losses.distribution_matching``).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "mt_dm_sum": {"dm": "class_to_attr", "dm_reduction": "sum"},
     "mt_dm_detach": {"dm": "class_to_attr", "dm_detach": True},
     "mt_coann_hard": {"coann": "hard"},
     "mt_dm_both": {"dm": "both"},
+    "mt_dm_kl": {"dm": "class_to_attr", "dm_bernoulli_kl": True},
 }
 # Headline columns of ``overview``: name -> (task, metric).
 OVERVIEW: dict[str, tuple[str, str]] = {

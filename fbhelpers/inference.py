@@ -236,7 +236,7 @@ def _compound_columns(model: nn.Module, outputs: dict[str, np.ndarray]) -> list[
         return []
     for task in model.tasks:
         if task.kind == "multilabel" and set(table.attributes) <= set(task.labels):
-            profiles = table.align(table.classes, task.labels, fill=0.0).table.to_numpy(dtype=float)
+            profiles = table.matrix(table.classes, task.labels, fill=0.0)
             scores = zero_shot_scores(outputs[task.name], profiles)
             best = scores.argmax(axis=1)
             return [(COMPOUND_TABLE, np.asarray(table.classes, dtype=object)[best]),

@@ -217,6 +217,19 @@ def ccc_loss(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-8) -> T
 
 
 # ----------------------------------------------------------------------------------------------- co-annotation
+def check_prototypical(relatedness: Any, threshold: float = 1.0) -> None:
+    """ValueError unless every non-empty row of R has a prototypical entry (R[c, j] >= ``threshold``): what hard
+    co-annotation (P0 §3.2) needs. Names the rows (class indices) that have none and their largest entry."""
+    r = relatedness_tensor(relatedness)
+    row_max = r.max(dim=1).values
+    bad = torch.nonzero((row_max > 0) & (row_max < threshold)).flatten().tolist()
+    if bad:
+        largest = ", ".join(f"row {i}: {float(row_max[i]):.3g}" for i in bad[:5])
+        raise ValueError(f"hard co-annotation needs binary prototypical sets (entries >= threshold {threshold}), "
+                         f"but {len(bad)} non-empty rows of R have none (largest entry {largest}); "
+                         "use coann='soft' for an estimated or percentage table")
+
+
 def co_annotation(
     class_logits: Tensor,
     attr_logits: Tensor,
@@ -239,9 +252,13 @@ def co_annotation(
 
     class -> attributes: applies to every (sample, attribute) entry where the sample HAS a class label c and
     that attribute is NOT annotated [choice: entry-wise; for samples without any attribute label, the P0 case,
-    this is every attribute]. Target: ``mode="hard"`` -> 1 if R[c, j] >= ``threshold`` (default 1.0 =
-    prototypical) else 0; ``mode="soft"`` -> R[c, j] as a soft target. ``attributes="related"`` [choice] keeps
-    only entries with R[c, j] > 0. Loss: BCE averaged over those entries.
+    this is every attribute]. Target: ``mode="soft"`` -> R[c, j] as a soft target; ``mode="hard"`` (P0: binary
+    prototypical sets) -> 1 where R[c, j] >= ``threshold`` (default 1.0 = prototypical), 0 where R[c, j] = 0,
+    and NO target where 0 < R[c, j] < ``threshold`` (an observational AU such as happiness AU6 at 0.51 is
+    neither on nor off for a face of that class). P0's binary table (every listed AU = 1) is
+    ``relatedness.prior(name, weights="binary")``. Hard mode refuses a table in which a non-empty row has no
+    entry >= ``threshold`` (an estimated table, CUB's percentages): it has no prototypical sets, use "soft".
+    ``attributes="related"`` [choice] keeps only entries with R[c, j] > 0. Loss: BCE averaged over those entries.
 
     attributes -> class: applies to samples WITHOUT a class label that have at least one annotated attribute.
     ``"hard"``: active = annotated with y_j >= 0.5; a class matches when its prototypical set {j: R[c,j] >=
@@ -271,10 +288,14 @@ def co_annotation(
     y, amask = _multi_target(fn, attr_logits, attr_target, attr_mask, unit=True)
     total = attr_logits.new_zeros(())
 
+    if mode == "hard":
+        check_prototypical(r, threshold)
     if direction in ("class_to_attr", "both"):
         rc = r[cls]  # (B, K): R row of each sample's class (row 0 for unlabelled samples, masked out below)
         target = rc if mode == "soft" else (rc >= threshold).to(rc.dtype)
         entries = cmask[:, None] & ~amask
+        if mode == "hard":
+            entries = entries & ((rc >= threshold) | (rc == 0))
         if attributes == "related":
             entries = entries & (rc > 0)
         total = total + masked_bce(attr_logits, target, entries)
@@ -324,7 +345,7 @@ def _attr_to_class_log_q(
             log_s = torch.where(empty[None, :], log_off, log_s)
         elif empty_row == "inactive_fraction":
             log_s = torch.where(empty[None, :], torch.log((1 - p).mean(dim=1, keepdim=True).clamp(min=_TINY)), log_s)
-        return log_s - torch.logsumexp(log_s, dim=1, keepdim=True)
+        return F.log_softmax(log_s / temperature, dim=1)
     rc = r.clamp(eps, 1 - eps)
     ll = p @ torch.log(rc).T + (1 - p) @ torch.log1p(-rc).T  # (B, C) expected Bernoulli log-likelihood
     if empty_row == "product":
@@ -346,6 +367,7 @@ def distribution_matching(
     temperature: float = 1.0,
     empty_row: Literal["product", "inactive_fraction", "none"] = "product",
     eps: float = 1e-4,
+    bernoulli_kl: bool = False,
 ) -> Tensor:
     """Distribution matching between a class head and an attribute head, on EVERY sample.
 
@@ -356,11 +378,19 @@ def distribution_matching(
     the default here). ``reduction="mean"`` [choice] averages over attributes instead (METHOD.md §7: the
     literal sum collapsed training from scratch; the mean is stable). Gradients reach BOTH heads unless
     ``detach=True`` [choice] stops them through q (then the class head gets none from this term).
+    What the class head learns from it: BCE(q, p) is *linear* in q, hence in p(c|x), so its gradient moves
+    p(c|x) towards a one-hot on the class whose row R[c] the attribute head's output fits best (the lowest
+    Σ_j BCE(R[c, j], p_j)): a pseudo-label, not a match of the two distributions. ``bernoulli_kl=True``
+    [choice] subtracts the entropy of q: Σ_j KL(Bern(q_j) || Bern(p_j)) = BCE(q, p) − H(q), whose gradient
+    in q is logit(q_j) − logit(p_j): it pulls q towards the attribute head's p (the same gradient into the
+    attribute head; q is clipped to [eps, 1 − eps] inside the entropy).
 
     attributes -> class (P1/P2, reconstruction [choice] ``variant``): q(c|x) from p_j = sigmoid(attr_logit_j):
     ``"weighted_mean"`` s_c = Σ_j R[c,j] p_j / Σ_j R[c,j], q = s / Σ_c s; ``"bernoulli"`` (default, stable for
     hundreds or thousands of classes) ℓ_c = Σ_j p_j log R̃[c,j] + (1 - p_j) log(1 - R̃[c,j]) with R̃ = R
-    clipped to [eps, 1 - eps], q = softmax(ℓ / ``temperature``). Empty rows (neutral) [choice] ``empty_row``:
+    clipped to [eps, 1 - eps], q = softmax(ℓ / ``temperature``); ``temperature`` sharpens (< 1) or flattens
+    (> 1) the weighted mean the same way, q ∝ s^(1 / temperature) (1 = the plain normalised s). Empty rows
+    (neutral) [choice] ``empty_row``:
     ``"product"`` score Π_j (1 - p_j) (its log replaces ℓ_c in "bernoulli"); ``"inactive_fraction"`` mean_j (1 - p_j);
     ``"none"``: weighted_mean gives the row score 0 (excluded), bernoulli uses the clipped all-eps profile.
     q is matched to p(c|x) = softmax(class_logits) with ``divergence`` [choice] ``"kl"`` = KL(q || p) or
@@ -391,6 +421,9 @@ def distribution_matching(
         if detach:
             q = q.detach()
         per = _bce_logits(attr_logits, q)
+        if bernoulli_kl:
+            qc = q.clamp(eps, 1 - eps)
+            per = per + qc * torch.log(qc) + (1 - qc) * torch.log1p(-qc)
         total = total + (per.sum() if reduction == "sum" else per.mean(dim=1).sum()) / batch
 
     if direction in ("attr_to_class", "both"):
@@ -413,7 +446,8 @@ class LossConfig:
     "soft" with ``coann_weight``, ``coann_direction``, ``coann_threshold``, ``coann_attributes``,
     ``coann_empty_row`` (see :func:`co_annotation`). ``dm``: None | "class_to_attr" | "attr_to_class" | "both"
     with ``dm_weight``, ``dm_reduction`` ("mean" = stable default [choice], "sum" = the literal paper objective,
-    METHOD.md §7), ``dm_detach``, ``dm_variant``, ``dm_divergence``, ``dm_temperature``, ``dm_empty_row`` (see
+    METHOD.md §7), ``dm_detach``, ``dm_variant``, ``dm_divergence``, ``dm_temperature``, ``dm_empty_row``,
+    ``dm_bernoulli_kl`` (see
     :func:`distribution_matching`) and ``dm_warmup_steps`` [choice]: λ_dm ramps linearly from 1/N to 1 over the
     first N steps (0 = off).
     """
@@ -433,6 +467,7 @@ class LossConfig:
     dm_divergence: Literal["kl", "ce"] = "kl"
     dm_temperature: float = 1.0
     dm_empty_row: Literal["product", "inactive_fraction", "none"] = "product"
+    dm_bernoulli_kl: bool = False
     dm_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -458,7 +493,7 @@ def coupling_tensor(
 ) -> tuple[Task, Task, Tensor]:
     """(class task, attribute task, R aligned to their label orders) for one coupling (P1 §3.1).
 
-    A ``Relatedness`` is reordered with ``.align(class labels, attribute labels)``; a plain tensor must already
+    A ``Relatedness`` is reordered with ``.matrix(class labels, attribute labels)``; a plain tensor must already
     have shape (number of classes, number of attributes).
     """
     ct, at = find_task(tasks, coupling.class_task), find_task(tasks, coupling.attr_task)
@@ -468,8 +503,8 @@ def coupling_tensor(
             f"got {ct.kind!r} and {at.kind!r}"
         )
     rel = coupling.relatedness
-    if hasattr(rel, "align"):
-        rel = rel.align(ct.labels, at.labels)
+    if hasattr(rel, "matrix"):
+        rel = rel.matrix(ct.labels, at.labels)
     r = relatedness_tensor(rel, like)
     if tuple(r.shape) != (ct.n_outputs, at.n_outputs):
         raise ValueError(
@@ -543,7 +578,8 @@ def combined_loss(
                     dm.append(distribution_matching(
                         c_out, a_out, r, direction=config.dm, reduction=config.dm_reduction,
                         detach=config.dm_detach, variant=config.dm_variant, divergence=config.dm_divergence,
-                        temperature=config.dm_temperature, empty_row=config.dm_empty_row))
+                        temperature=config.dm_temperature, empty_row=config.dm_empty_row,
+                        bernoulli_kl=config.dm_bernoulli_kl))
             except ValueError as err:
                 raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from err
         if coann:

@@ -72,7 +72,9 @@ def ccc(y_true, y_pred, mask=None) -> float:
 
 def f1_per_label(y_true, y_pred, mask=None) -> np.ndarray:
     """Binary F1 of each column of 0/1 arrays ``(N, K)`` over its annotated entries (sklearn ``f1_score``,
-    ``zero_division=0``); NaN for a column without annotated entries. ABAW AU criterion, P1 §4."""
+    ``zero_division=0``). ABAW AU criterion, P1 §4. NaN for a column without annotated entries and for an
+    *absent* label (annotated, but never positive): its F1 is 0 whatever a model does (0/0, or 0 from any false
+    positive), so it says nothing about the model; the means leave it out and :func:`absent_labels` counts it."""
     t, p = _pair(y_true, y_pred, 2)
     keep = _annotated(t, mask)
     _check_binary(t[keep], "y_true")
@@ -80,9 +82,17 @@ def f1_per_label(y_true, y_pred, mask=None) -> np.ndarray:
     out = np.full(t.shape[1], np.nan)
     for j in range(t.shape[1]):
         k = keep[:, j]
-        if k.any():
+        if t[k, j].any():
             out[j] = f1_score(t[k, j], p[k, j], average="binary", pos_label=1, zero_division=0)
     return out
+
+
+def absent_labels(y_true, mask=None) -> int:
+    """Number of labels (columns of ``(N, K)`` 0/1 ``y_true``) annotated somewhere but never positive: the labels
+    :func:`f1_per_label` leaves out of a mean F1."""
+    t = np.asarray(y_true, dtype=float)
+    keep = _annotated(t, mask)
+    return int(sum(keep[:, j].any() and not t[keep[:, j], j].any() for j in range(t.shape[1])))
 
 
 def auc_per_label(y_true, y_score, mask=None) -> np.ndarray:
@@ -120,12 +130,15 @@ def accuracy(y_true, y_pred, mask=None) -> float:
     return float(accuracy_score(t, p)) if t.size else float("nan")
 
 
-def macro_f1(y_true, y_pred, mask=None) -> float:
-    """Unweighted mean of per-class F1 over the classes present in ``y_true`` or ``y_pred`` (sklearn
-    ``f1_score(average="macro")``, ``zero_division=0``; ABAW EXPR criterion, P1 §4). NaN when nothing is
+def macro_f1(y_true, y_pred, mask=None, n_classes: int | None = None) -> float:
+    """Unweighted mean of per-class F1 (sklearn ``f1_score(average="macro")``, ``zero_division=0``; ABAW EXPR
+    criterion, P1 §4). With ``n_classes`` the mean runs over ALL classes 0..n_classes-1 (sklearn ``labels=``, as
+    the ABAW criterion averages over every expression): a class missing from both ``y_true`` and ``y_pred``
+    counts as F1 0. Without it, over the classes present in ``y_true`` or ``y_pred`` only. NaN when nothing is
     labelled."""
     t, p = _class_codes(y_true, y_pred, mask)
-    return float(f1_score(t, p, average="macro", zero_division=0)) if t.size else float("nan")
+    labels = None if n_classes is None else np.arange(n_classes)
+    return float(f1_score(t, p, labels=labels, average="macro", zero_division=0)) if t.size else float("nan")
 
 
 def uar(y_true, y_pred, mask=None) -> float:
@@ -151,12 +164,33 @@ def attribute_mean_accuracy(y_true, y_pred, mask=None) -> float:
     return float(np.mean(accs)) if accs else float("nan")
 
 
+#: Δm's baseline floor [choice] (REFERENCE.md §6.5): a single-task value below it gets the absolute difference.
+DELTA_M_FLOOR = 0.1
+
+
+def _delta_m_term(mt: float, st: float, higher_is_better: bool = True, floor: float = DELTA_M_FLOOR) -> float:
+    """One metric's term of :func:`delta_m`: (−1)^l (M_mt − M_st) / M_st where the single-task value is at least
+    ``floor``; below it (negative or near zero, as a CCC can be) the absolute difference (−1)^l (M_mt − M_st)."""
+    a, b = float(mt), float(st)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        raise ValueError(f"not finite: mt={a}, st={b}")
+    sign = 1.0 if higher_is_better else -1.0
+    return sign * (a - b) / (b if b >= floor and b > 0 else 1.0)
+
+
 def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
-            higher_is_better: Mapping[str, bool] | None = None) -> float:
+            higher_is_better: Mapping[str, bool] | None = None, floor: float = DELTA_M_FLOOR) -> float:
     """Mean relative improvement of a multi-task model over single-task ones (Maninis et al. CVPR 2019, the
-    MTL-survey Δm; METHOD.md §5): Δm = mean_k (−1)^{l_k} (M_mt,k − M_st,k) / M_st,k with l_k = 1 when lower is
-    better for metric k. Returned as a fraction (0.05 = +5 %); negative values mean negative transfer on
-    average. ``higher_is_better`` defaults to True for every metric."""
+    MTL-survey Δm as LibMTL computes it; METHOD.md §5): Δm = mean_k (−1)^{l_k} (M_mt,k − M_st,k) / M_st,k with
+    l_k = 1 when lower is better for metric k. Returned as a fraction (0.05 = +5 %); negative values mean negative
+    transfer on average. ``higher_is_better`` defaults to True for every metric.
+
+    The ratio assumes a positive baseline. Rule for a single-task value below ``floor`` [choice] (default 0.1;
+    REFERENCE.md §6.5): the term is the absolute difference (−1)^{l_k} (M_mt,k − M_st,k), i.e. the improvement
+    relative to 1, the best value of the bounded scores used here (CCC, F1, accuracy). A negative baseline would
+    flip the sign of the ratio (a CCC going from −0.05 to 0.10 would count as −3.0) and a near-zero one blow it
+    up; the absolute difference keeps the sign and stays within [−2, 2]. ``floor=0`` keeps the ratio for every
+    positive baseline."""
     if set(mt) != set(st):
         raise ValueError(f"mt and st must have the same metrics; only in mt: {sorted(set(mt) - set(st))}, "
                          f"only in st: {sorted(set(st) - set(mt))}")
@@ -168,13 +202,10 @@ def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
         raise ValueError(f"higher_is_better names metrics not in mt/st: {unknown}")
     terms = []
     for k in mt:
-        a, b = float(mt[k]), float(st[k])
-        if not (np.isfinite(a) and np.isfinite(b)):
-            raise ValueError(f"metric {k!r} is not finite: mt={a}, st={b}")
-        if b == 0:
-            raise ValueError(f"metric {k!r}: single-task value is 0, relative improvement undefined")
-        sign = 1.0 if hib.get(k, True) else -1.0
-        terms.append(sign * (a - b) / b)
+        try:
+            terms.append(_delta_m_term(mt[k], st[k], hib.get(k, True), floor))
+        except ValueError as err:
+            raise ValueError(f"metric {k!r} is {err}") from None
     return float(np.mean(terms))
 
 
@@ -182,9 +213,10 @@ def score_task(task: Task, y_true, y_pred, mask=None, threshold: float = 0.5) ->
     """All metrics of one task (METHOD.md §5; ABAW criteria as in P1 §4).
 
     - multiclass: ``y_true`` int codes ``(N,)`` (NaN = missing), ``y_pred`` logits or probabilities ``(N, C)``
-      -> argmax; keys ``accuracy``, ``macro_f1``, ``uar``.
+      -> argmax; keys ``accuracy``, ``macro_f1`` (over all C classes), ``uar`` (over the classes present).
     - multilabel: ``y_true`` 0/1 ``(N, K)`` (NaN = missing), ``y_pred`` probabilities ``(N, K)`` thresholded at
-      ``threshold`` ([choice] 0.5); keys ``mean_f1``, ``mean_accuracy``, ``f1_<label>``, and the
+      ``threshold`` ([choice] 0.5); keys ``mean_f1``, ``mean_accuracy``, ``f1_<label>`` (NaN for a label never
+      positive in ``y_true``, left out of ``mean_f1``), ``n_absent`` (how many such labels), and the
       threshold-free ``mean_auc`` / ``auc_<label>`` (:func:`auc_per_label`, NaN for a label with one class).
     - regression: values ``(N, K)``; keys ``ccc_<label>``, ``mean_ccc``.
 
@@ -206,7 +238,7 @@ def score_task(task: Task, y_true, y_pred, mask=None, threshold: float = 0.5) ->
         if not np.isfinite(p[keep]).all():
             raise ValueError(f"task {task.name!r}: y_pred has non-finite values at labelled rows")
         pred = p.argmax(axis=1).astype(float)
-        return {"accuracy": accuracy(t, pred, keep), "macro_f1": macro_f1(t, pred, keep),
+        return {"accuracy": accuracy(t, pred, keep), "macro_f1": macro_f1(t, pred, keep, n_classes=k),
                 "uar": uar(t, pred, keep)}
     if t.ndim != 2 or t.shape != p.shape or t.shape[1] != k:
         raise ValueError(f"task {task.name!r}: expected y_true and y_pred of shape (N, {k}), "
@@ -221,7 +253,7 @@ def score_task(task: Task, y_true, y_pred, mask=None, threshold: float = 0.5) ->
         f1s = f1_per_label(t, binary, keep)
         aucs = auc_per_label(t, p, keep)
         out = {"mean_f1": _nanmean(f1s), "mean_accuracy": attribute_mean_accuracy(t, binary, keep),
-               "mean_auc": _nanmean(aucs)}
+               "mean_auc": _nanmean(aucs), "n_absent": float(absent_labels(t, keep))}
         out.update({f"f1_{label}": float(v) for label, v in zip(task.labels, f1s)})
         out.update({f"auc_{label}": float(v) for label, v in zip(task.labels, aucs)})
         return out

@@ -218,6 +218,13 @@ class Relatedness:
             uncertain=tuple(c for c in self.uncertain if c in classes), provenance=self.provenance,
             notes={c: n for c, n in self.notes.items() if c in classes})
 
+    def matrix(self, class_labels: Task | Sequence[str], attr_labels: Task | Sequence[str],
+               fill: float | None = None) -> np.ndarray:
+        """R as a float ``(classes, attributes)`` array in the order of ``class_labels`` x ``attr_labels`` (names
+        or Tasks; :meth:`align`): the one way to multiply predictions by R, e.g. ``p(expr) @ R`` with the
+        columns in the AU head's order. The losses, the notebooks and ``inference`` all use it."""
+        return self.align(class_labels, attr_labels, fill=fill).table.to_numpy(dtype=np.float64, copy=True)
+
     @classmethod
     def from_csv(cls, path: str | Path) -> Relatedness:
         """Read a table in this module's CSV format; errors name the file, line and offending value."""

@@ -7,6 +7,7 @@ Few-shot: K labelled images per unseen class train a small classifier on the fro
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -49,9 +50,32 @@ def zero_shot_scores(attr_probs: np.ndarray, profiles: np.ndarray, scoring: str 
     return np.exp((np.log(p) @ profiles.T) / weight)
 
 
-def zero_shot_predict(attr_probs: np.ndarray, profiles: np.ndarray, scoring: str = "mean") -> np.ndarray:
-    """Class index with the highest zero-shot score for each sample (P1 §4.6)."""
-    return zero_shot_scores(attr_probs, profiles, scoring).argmax(axis=1)
+def indistinguishable(profiles: np.ndarray | pd.DataFrame, names: Sequence[str] | None = None) -> list[tuple]:
+    """Groups of classes with identical attribute profiles (e.g. ``sadly_disgusted``, ``appalled`` and ``hatred``,
+    all AU4 + AU10 in DU's compound table): no zero-shot rule can tell them apart. ``names`` default to a
+    DataFrame's index, else the row indices. Each group lists its classes in row order."""
+    if isinstance(profiles, pd.DataFrame):
+        names = list(profiles.index) if names is None else names
+    rows = np.asarray(profiles, dtype=float)
+    names = list(range(len(rows))) if names is None else list(names)
+    if len(names) != len(rows):
+        raise ValueError(f"{len(names)} names for {len(rows)} profiles")
+    groups: dict[bytes, list] = {}
+    for name, row in zip(names, rows):
+        groups.setdefault(row.tobytes(), []).append(name)
+    return [tuple(g) for g in groups.values() if len(g) > 1]
+
+
+def zero_shot_predict(attr_probs: np.ndarray, profiles: np.ndarray | pd.DataFrame,
+                      scoring: str = "mean") -> np.ndarray:
+    """Class index with the highest zero-shot score for each sample (P1 §4.6). Classes with identical profiles
+    always tie and the argmax picks the first of them: a ``UserWarning`` names them
+    (:func:`indistinguishable`)."""
+    ties = indistinguishable(profiles)
+    if ties:
+        warnings.warn(f"zero-shot: classes with identical profiles cannot be told apart, the first of each group "
+                      f"is always predicted: {ties}", UserWarning, stacklevel=2)
+    return zero_shot_scores(attr_probs, np.asarray(profiles, dtype=float), scoring).argmax(axis=1)
 
 
 def few_shot_split(labels: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -100,26 +124,27 @@ RAFDB_COMPOUND: tuple[str, ...] = (
 PROBES: tuple[str, ...] = ("prototype", "logistic")
 
 
-def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def _scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> dict[str, float]:
     from .metrics import accuracy, macro_f1, uar
 
-    return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred), "uar": uar(y_true, y_pred)}
+    return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred, n_classes=n_classes),
+            "uar": uar(y_true, y_pred)}
 
 
-def zero_shot_table(attr_probs: Mapping[str, np.ndarray] | np.ndarray, labels: np.ndarray, profiles: np.ndarray,
-                    scorings: Sequence[str] = SCORINGS) -> pd.DataFrame:
+def zero_shot_table(attr_probs: Mapping[str, np.ndarray] | np.ndarray, labels: np.ndarray,
+                    profiles: np.ndarray | pd.DataFrame, scorings: Sequence[str] = SCORINGS) -> pd.DataFrame:
     """Zero-shot results for every attribute source x scoring rule (P1 §4.6; METHOD.md §4 "accuracy, macro-F1
     and UAR against chance").
 
     ``attr_probs``: ``(N, K)`` attribute probabilities, or name -> such array (e.g. ``{"MT+DM AU head": p,
     "true AUs (oracle)": y}``) to compare predicted attributes with a ceiling; ``labels``: ``(N,)`` true class
-    codes into the rows of ``profiles`` ``(C, K)``; ``scorings``: rules of :func:`zero_shot_scores` (the
+    codes into the rows of ``profiles`` ``(C, K)`` (a DataFrame names its classes in the ties warning of
+    :func:`zero_shot_predict`); ``scorings``: rules of :func:`zero_shot_scores` (the
     **[choice]** ablated). Returns one row per (``method``, ``scoring``) with ``accuracy``, ``macro_f1``,
     ``uar`` and ``chance`` = 1 / C (accuracy and UAR of a uniform random guess).
     """
     sources = dict(attr_probs) if isinstance(attr_probs, Mapping) else {"attributes": attr_probs}
     labels = np.asarray(labels)
-    profiles = np.asarray(profiles, dtype=float)
     rows = []
     for method, probs in sources.items():
         probs = np.asarray(probs, dtype=float)
@@ -127,7 +152,7 @@ def zero_shot_table(attr_probs: Mapping[str, np.ndarray] | np.ndarray, labels: n
             raise ValueError(f"attr_probs[{method!r}] has {len(probs)} rows but labels has {len(labels)}")
         for scoring in scorings:
             pred = zero_shot_predict(probs, profiles, scoring)
-            rows.append({"method": method, "scoring": scoring, **_scores(labels, pred),
+            rows.append({"method": method, "scoring": scoring, **_scores(labels, pred, len(profiles)),
                          "chance": 1.0 / len(profiles)})
     return pd.DataFrame(rows)
 

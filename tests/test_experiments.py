@@ -38,6 +38,14 @@ def test_table_delta_m_and_negative_transfer():
     nt = negative_transfer(r).set_index(["variant", "task"])
     assert bool(nt.loc[("mt", "expr"), "negative"]) and bool(nt.loc[("mt", "expr"), "beyond_spread"])
     assert not nt.loc[("mt_dm", "au"), "negative"] and nt.loc[("mt_dm", "au"), "gap"] == pytest.approx(0.2)
+    assert dm["n_absolute"].tolist() == [0, 0]
+    # a VA CCC near zero in ST enters as the absolute difference, and is counted
+    va = pd.DataFrame([(v, seed, "affect", "va", "mean_ccc", x) for seed in (0, 1, 2)
+                       for v, x in (("st", -0.02), ("mt", 0.30), ("mt_dm", 0.40))], columns=r.columns)
+    dm_va = delta_m_table(pd.concat([r, va], ignore_index=True))
+    assert dm_va.loc["mt_dm", "mean"] == pytest.approx(
+        np.mean([(0.82 - 0.80) / 0.80, (0.70 - 0.50) / 0.50, 0.42]), rel=1e-2)
+    assert dm_va["n_absolute"].tolist() == [3, 3]
     diff = paired_difference(r, "mt_dm", "mt", "mean_f1")
     assert diff["mean_diff"].iloc[0] == pytest.approx(0.18) and diff["std_diff"].iloc[0] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="mt_both"):

@@ -144,7 +144,8 @@ def _coann_batch():
 
 @pytest.mark.parametrize("mode,attributes,entries", [
     ("soft", "all", [(0, 0, 1.0), (0, 1, 0.5), (0, 2, 0.0), (0, 3, 0.0), (1, 1, 0.0), (1, 2, 1.0), (1, 3, 0.3)]),
-    ("hard", "all", [(0, 0, 1.0), (0, 1, 0.0), (0, 2, 0.0), (0, 3, 0.0), (1, 1, 0.0), (1, 2, 1.0), (1, 3, 0.0)]),
+    # hard (P0): prototypical entries -> 1, R = 0 -> 0, observational entries (0 < R < 1: a j1, b j3) -> no target
+    ("hard", "all", [(0, 0, 1.0), (0, 2, 0.0), (0, 3, 0.0), (1, 1, 0.0), (1, 2, 1.0)]),
     ("soft", "related", [(0, 0, 1.0), (0, 1, 0.5), (1, 2, 1.0), (1, 3, 0.3)]),
 ])
 def test_co_annotation_class_to_attr(mode, attributes, entries):
@@ -176,6 +177,19 @@ def test_co_annotation_attr_to_class(mode, empty_row, targets):
     assert both.item() == pytest.approx(loss.item() + c2a.item(), rel=REL)
 
 
+@pytest.mark.parametrize("direction", ["class_to_attr", "attr_to_class", "both"])
+def test_hard_co_annotation_refuses_a_table_without_prototypical_sets(direction):
+    cl, al, cls, cmask, y, amask = _coann_batch()
+    estimated = RT * 0.9  # e.g. an estimate: no entry reaches 1, so no class has a prototypical set
+    with pytest.raises(ValueError, match=r"hard co-annotation needs binary prototypical sets.*2 non-empty rows"):
+        co_annotation(cl, al, cls, cmask, y, amask, estimated, mode="hard", direction=direction)
+    assert co_annotation(cl, al, cls, cmask, y, amask, estimated, mode="soft", direction=direction).item() > 0
+    # a threshold the table reaches makes it usable again
+    loss = co_annotation(cl, al, cls, cmask, y, amask, estimated, mode="hard", direction=direction, threshold=0.9)
+    ref = co_annotation(cl, al, cls, cmask, y, amask, RT, mode="hard", direction=direction)
+    assert loss.item() == pytest.approx(ref.item(), rel=REL)
+
+
 # ------------------------------------------------------------------------------------------ distribution matching
 CL = np.array([[1.0, -0.5, 0.3], [0.2, 2.0, -1.0]])
 AL = np.array([[0.5, -1.0, 1.5, 0.0], [-0.3, 0.8, -2.0, 1.0]])
@@ -194,15 +208,37 @@ def _kl(q, log_p):
     return (q * (np.log(q) - log_p)).sum(1).mean()
 
 
-def test_dm_attr_to_class_weighted_mean():
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 3.0])
+def test_dm_attr_to_class_weighted_mean(temperature):
     p = sigmoid(AL)
     s = np.stack([np.prod(1 - p, 1), (p[:, 0] + 0.5 * p[:, 1]) / 1.5, (p[:, 2] + 0.3 * p[:, 3]) / 1.3], 1)
-    q = s / s.sum(1, keepdims=True)
+    q = s ** (1 / temperature)  # the temperature applies to the weighted mean too: q ∝ s^(1/T)
+    q = q / q.sum(1, keepdims=True)
     lp = log_softmax(CL)
-    kw = dict(direction="attr_to_class", variant="weighted_mean")
+    kw = dict(direction="attr_to_class", variant="weighted_mean", temperature=temperature)
     assert distribution_matching(t(CL), t(AL), RT, **kw).item() == pytest.approx(_kl(q, lp), rel=REL)
     ce = -(q * lp).sum(1).mean()
     assert distribution_matching(t(CL), t(AL), RT, divergence="ce", **kw).item() == pytest.approx(ce, rel=REL)
+
+
+def test_dm_bernoulli_kl_is_bce_minus_entropy_and_pulls_q_towards_p():
+    q = np.exp(log_softmax(CL)) @ R
+    qc = np.clip(q, 1e-4, 1 - 1e-4)
+    entropy = -(qc * np.log(qc) + (1 - qc) * np.log(1 - qc))
+    ref = (bce(q, AL) - entropy).mean(1).mean()
+    loss = distribution_matching(t(CL), t(AL), RT, reduction="mean", bernoulli_kl=True)
+    assert loss.item() == pytest.approx(ref, rel=REL)
+    # What the class head learns: one attribute, classes with rows 0.2 and 0.8, the attribute head at 0.6. The BCE
+    # is linear in q: its minimum over p(c|x) is the one-hot on class 1 (q = 0.8, a pseudo-label); the KL's is
+    # q = 0.6, the attribute head's own probability.
+    r = torch.tensor([[0.2], [0.8]], dtype=torch.float64)
+    logit_p = torch.linspace(-8, 8, 321, dtype=torch.float64)
+    cl = torch.stack([torch.zeros_like(logit_p), logit_p], 1)
+    al = torch.full((321, 1), float(np.log(0.6 / 0.4)), dtype=torch.float64)
+    q_grid = (torch.softmax(cl, 1) @ r)[:, 0]
+    for kl, best_q in ((False, float(q_grid.max())), (True, 0.6)):
+        per = torch.stack([distribution_matching(cl[i:i + 1], al[i:i + 1], r, bernoulli_kl=kl) for i in range(321)])
+        assert float(q_grid[per.argmin()]) == pytest.approx(best_q, abs=0.005)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])

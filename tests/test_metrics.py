@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from fbhelpers import metrics as M
-from fbhelpers.tasks import AU, EXPR, VA
+from fbhelpers.tasks import AU, EXPR, VA, Task
 
 
 @pytest.fixture
@@ -57,8 +57,34 @@ def test_f1_per_label_mask_and_nan(rng):
         np.testing.assert_allclose(got[:3], expected)
         assert np.isnan(got[3])
     assert M.mean_f1(t_nan, p) == pytest.approx(np.mean(expected))
-    # zero_division=0: a column with no positives anywhere scores 0
-    assert M.f1_per_label(np.zeros((3, 1)), np.zeros((3, 1)))[0] == 0.0
+
+
+def test_absent_label_is_left_out_of_the_mean_and_counted():
+    # AU "b" is annotated but never positive in this test set: its F1 would be 0 whatever the model predicts
+    # (0/0 with zero_division=0, or 0 from a false positive), so it is NaN, outside the mean, and counted.
+    t = np.array([[1, 0], [0, 0], [1, 0], [0, 0]], dtype=float)
+    for p_b in ([0, 0, 0, 0], [1, 0, 0, 0]):
+        p = np.stack([[1, 0, 1, 1], p_b], 1).astype(float)
+        f1 = M.f1_per_label(t, p)
+        assert f1[0] == pytest.approx(0.8) and np.isnan(f1[1])
+        assert M.mean_f1(t, p) == pytest.approx(0.8)
+    assert M.absent_labels(t) == 1
+    assert M.absent_labels(t, mask=np.array([[True, False]] * 4)) == 0  # never annotated: not absent, unannotated
+    s = M.score_task(Task("au2", "multilabel", ("a", "b")), t, np.stack([[.9, .1, .9, .9], [.9, .1, .1, .1]], 1))
+    assert (s["mean_f1"], s["n_absent"]) == (pytest.approx(0.8), 1.0)
+    assert np.isnan(s["f1_b"])
+
+
+def test_macro_f1_over_all_classes_with_n_classes():
+    # 4 classes, class 3 in neither y_true nor y_pred: without n_classes the mean runs over the 3 present
+    t, p = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1])
+    present = f1_score(t, p, average="macro")
+    assert M.macro_f1(t, p) == pytest.approx(present)
+    assert M.macro_f1(t, p, n_classes=4) == pytest.approx(present * 3 / 4)
+    assert M.macro_f1(t, p, n_classes=4) == pytest.approx(f1_score(t, p, labels=[0, 1, 2, 3], average="macro",
+                                                                   zero_division=0))
+    task = Task("c4", "multiclass", ("a", "b", "c", "d"))
+    assert M.score_task(task, t, np.eye(4)[p])["macro_f1"] == pytest.approx(present * 3 / 4)
 
 
 def test_auc_per_label_matches_sklearn_and_skips_one_class_columns(rng):
@@ -124,8 +150,21 @@ def test_delta_m_hand_computed():
 def test_delta_m_errors():
     with pytest.raises(ValueError, match="only in st: \\['b'\\]"):
         M.delta_m({"a": 1.0}, {"a": 1.0, "b": 2.0})
-    with pytest.raises(ValueError, match="'a'.*0"):
-        M.delta_m({"a": 1.0}, {"a": 0.0})
+    with pytest.raises(ValueError, match="'a' is not finite"):
+        M.delta_m({"a": np.nan}, {"a": 0.5})
+
+
+@pytest.mark.parametrize("mt,st,expected", [
+    (0.10, -0.05, 0.15),    # negative baseline: an improvement stays positive (the ratio gave -3.0)
+    (-0.05, 0.10, -1.5),    # a baseline at the floor (0.1) keeps the ratio
+    (-0.05, 0.09, -0.14),   # below it: the difference
+    (0.30, 0.002, 0.298),   # near-zero baseline: the ratio gave 149
+    (0.05, 0.0, 0.05),      # zero baseline: defined
+    (0.60, 0.40, 0.5),      # positive baseline above the floor: Maninis et al. / LibMTL, unchanged
+])
+def test_delta_m_rule_for_negative_or_near_zero_baselines(mt, st, expected):
+    assert M.delta_m({"ccc": mt}, {"ccc": st}) == pytest.approx(expected)
+    assert M.delta_m({"err": mt}, {"err": st}, {"err": False}) == pytest.approx(-expected)
     with pytest.raises(ValueError, match="typo"):
         M.delta_m({"a": 1.0}, {"a": 2.0}, {"typo": False})
 
@@ -155,7 +194,7 @@ def test_score_task_multilabel(rng):
     mask = np.ones_like(t, dtype=bool)
     mask[:, 5] = False
     s = M.score_task(AU, t, prob, mask=mask)
-    assert set(s) == ({"mean_f1", "mean_accuracy", "mean_auc"} | {f"f1_{a}" for a in AU.labels}
+    assert set(s) == ({"mean_f1", "mean_accuracy", "mean_auc", "n_absent"} | {f"f1_{a}" for a in AU.labels}
                       | {f"auc_{a}" for a in AU.labels})
     assert s["auc_AU1"] == pytest.approx(roc_auc_score(t[:, 0], prob[:, 0]))
     assert np.isnan(s["auc_AU7"])

@@ -491,3 +491,17 @@ def test_estimation_curve_from_a_pool_and_errors():
         estimation_curve(Relatedness(TRUTH), pool, sizes=[0], class_col="cls")
     with pytest.raises(KeyError, match="'nope'"):
         samples_needed(curve, column="nope")
+
+
+def test_matrix_aligns_to_the_heads_label_orders():
+    rel = prior("du2014_basic")
+    classes, aus = tuple(reversed(EXPRESSIONS)), tuple(reversed(AUS))
+    r = rel.matrix(classes, aus)
+    assert r.shape == (7, 17) and r.dtype == np.float64
+    for i, c in enumerate(classes):
+        for j, a in enumerate(aus):
+            assert r[i, j] == rel.table.loc[c, a]
+    np.testing.assert_array_equal(rel.matrix(EXPR, AU), rel.align(EXPR, AU).table.to_numpy())
+    with pytest.raises(ValueError, match="no column for attributes"):
+        rel.matrix(EXPR, ("AU99",))
+    assert rel.matrix(EXPR, ("AU99",), fill=0.0).sum() == 0.0

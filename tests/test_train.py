@@ -235,7 +235,7 @@ def test_evaluate_is_tidy(tiny):
     scores = evaluate(model, sources, FACE_TASKS)
     assert list(scores.columns) == ["source", "task", "metric", "value"]
     assert set(zip(scores["source"], scores["task"])) == {("affect", "expr"), ("affect", "va"), ("aus", "au")}
-    assert len(scores.query("task == 'au'")) == 3 + 2 * 17  # mean_f1, mean_accuracy, mean_auc; f1_* and auc_*
+    assert len(scores.query("task == 'au'")) == 4 + 2 * 17  # mean_f1, mean_accuracy, mean_auc, n_absent; f1_*, auc_*
     x = to_float(torch.from_numpy(sources["aus"].images[:2]).permute(0, 3, 1, 2).contiguous())
     assert model.eval()(x)["au"].shape == (2, 17)
 

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from fbhelpers.zeroshot import (
-    RAFDB_COMPOUND, few_shot_curve, few_shot_predict, few_shot_split, zero_shot_predict, zero_shot_scores,
-    zero_shot_table,
+    RAFDB_COMPOUND, few_shot_curve, few_shot_predict, few_shot_split, indistinguishable, zero_shot_predict,
+    zero_shot_scores, zero_shot_table,
 )
 
 PROFILES = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
@@ -97,3 +97,22 @@ def test_few_shot_curve_grid_and_informative_features():
         few_shot_curve({"bad": good[:50]}, y)
     with pytest.raises(ValueError, match="unknown probes"):
         few_shot_curve({"good": good}, y, methods=("knn",))
+
+
+def test_identical_profiles_are_reported_and_warned():
+    from fbhelpers.relatedness import prior
+
+    table = prior("du2014_compound").table
+    assert indistinguishable(table) == [("sadly_disgusted", "appalled", "hatred")]
+    assert indistinguishable(table.loc[list(RAFDB_COMPOUND)]) == []
+    p = np.full((2, table.shape[1]), 0.5)
+    with pytest.warns(UserWarning, match=r"sadly_disgusted', 'appalled', 'hatred'"):
+        pred = zero_shot_predict(p, table)
+    with pytest.warns(UserWarning, match="identical profiles"):
+        zero_shot_table(p, np.array([0, 1]), table, scorings=("mean",))
+    rows = table.index.get_indexer(["sadly_disgusted", "appalled", "hatred"])
+    p[:, table.columns.get_indexer(["AU4", "AU10"])] = 0.99
+    with pytest.warns(UserWarning):
+        assert zero_shot_predict(p, table).tolist() == [rows[0]] * 2  # always the first of the group
+    assert indistinguishable(PROFILES, names=["x", "y"]) == []
+    assert indistinguishable(np.array([[1.0, 0], [1.0, 0]])) == [(0, 1)]
