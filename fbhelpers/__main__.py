@@ -1,7 +1,7 @@
 """Command line: ``python -m fbhelpers COMMAND``, COMMAND one of run, demo, check-data, make-fixture-root, cache,
 predict, render-faces, export-model, bench, refresh-references (DESIGN.md §Modules).
 
-    python -m fbhelpers run --profile demo [--only 02,05] [--out runs/NAME] [-p KEY VALUE ...]
+    python -m fbhelpers run --profile demo [--only 02,05] [--out runs/NAME] [-p KEY VALUE ...] [--jobs 2]
     python -m fbhelpers demo [--profile demo]            # run + where the summary is + a short table
     python -m fbhelpers check-data [--data-root PATH] [--manifest data_manifest.yaml] [--strict] [--record]
     python -m fbhelpers make-fixture-root DIR            # tiny copies of every database, official layouts
@@ -51,13 +51,15 @@ def _add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> N
                         help="notebook parameter or profile setting (values parsed as YAML), e.g. -p steps 50")
     parser.add_argument("--notebooks-dir", default="notebooks")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="notebooks run at once, each on cores/jobs threads (default 0: one per core, at most 2)")
 
 
 def _run(args: argparse.Namespace) -> runner.SuiteResult:
     only = [p for p in args.only.split(",") if p.strip()] if args.only else None
     params = {key: parse_value(value) for key, value in args.param}
     return runner.run_suite(profile=args.profile, only=only, out=args.out, params=params,
-                            notebooks_dir=args.notebooks_dir, progress=not args.no_progress)
+                            notebooks_dir=args.notebooks_dir, progress=not args.no_progress, jobs=args.jobs)
 
 
 def _short_table(result: runner.SuiteResult, n_metrics: int = 3) -> str:

@@ -450,12 +450,15 @@ def notebook_parameters(notebook: Path, params: Mapping[str, Any] | None) -> dic
 
 
 @contextlib.contextmanager
-def _kernel_environment(notebook_output: Path) -> Iterator[None]:
+def _kernel_environment(notebook_output: Path, threads: int | None = None) -> Iterator[None]:
     """Environment inherited by the kernel papermill starts: headless (``FB_HEADLESS``), quiet progress bars, OUTPUT_DIR as the
-    record() fallback and, from a source checkout, the same fbhelpers as this process (checkout first on
-    PYTHONPATH: an editable install made before ``fbhelpers/__init__.py`` existed resolves to a namespace)."""
+    record() fallback, ``threads`` CPU threads for torch and numpy (``OMP_NUM_THREADS``; None = their default)
+    and, from a source checkout, the same fbhelpers as this process (checkout first on PYTHONPATH: an editable
+    install made before ``fbhelpers/__init__.py`` existed resolves to a namespace)."""
     saved = dict(os.environ)
     os.environ[ENV_OUTPUT_DIR] = str(notebook_output)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("FB_HEADLESS", "1")  # widgets fall back to static figures in executed notebooks
     # ipykernel's inline backend renders PNGs without a display; Agg would drop figures from executed notebooks.
@@ -496,11 +499,13 @@ def _progress_enabled(progress: bool) -> bool:
 
 
 def run_notebook(
-    notebook: Path, out: Path, profile: str, params: Mapping[str, Any] | None = None, progress: bool = True
+    notebook: Path, out: Path, profile: str, params: Mapping[str, Any] | None = None, progress: bool = True,
+    threads: int | None = None,
 ) -> NotebookResult:
     """Execute one notebook with papermill (kernel ``python3``, cwd = its directory) with parameters PROFILE,
-    OUTPUT_DIR = ``out/<stem>`` and ``params``; write it to ``out/<stem>.ipynb``. Never raises on a notebook
-    error: the result carries it (REFERENCE.md §3.1)."""
+    OUTPUT_DIR = ``out/<stem>`` and ``params``; write it to ``out/<stem>.ipynb``. ``threads``: CPU threads of
+    its kernel (None = torch's default). Never raises on a notebook error: the result carries it (REFERENCE.md
+    §3.1)."""
     import papermill
 
     notebook = Path(notebook).resolve()
@@ -515,7 +520,7 @@ def run_notebook(
     bar: bool | dict = {"desc": name, "leave": False} if _progress_enabled(progress) else False
     error = None
     start = time.perf_counter()
-    with _kernel_environment(nb_out):
+    with _kernel_environment(nb_out, threads):
         try:
             parameters = {**notebook_parameters(notebook, params), "PROFILE": profile, "OUTPUT_DIR": str(nb_out)}
             papermill.execute_notebook(
@@ -576,7 +581,7 @@ def write_summary(result: SuiteResult) -> None:
         f"# fbhelpers run `{out.name}` (profile `{result.profile}`)",
         "",
         f"{len(result.notebooks)} notebooks, {len(result.notebooks) - n_failed} ok, {n_failed} failed, "
-        f"total wall time {total:.1f} s. Written {time.strftime('%Y-%m-%d %H:%M:%S')}.",
+        f"{total:.1f} s of notebook time in all. Written {time.strftime('%Y-%m-%d %H:%M:%S')}.",
         "",
         "| notebook | status | wall time (s) | metrics | figures |",
         "|---|---|---:|---:|---:|",
@@ -602,6 +607,21 @@ def write_summary(result: SuiteResult) -> None:
     write_text_atomic(result.summary_md, "\n".join(lines) + "\n")
 
 
+def _executed(notebooks: list[Path], out: Path, profile: str, params: Mapping[str, Any], progress: bool,
+              jobs: int, threads: int | None) -> Iterator[NotebookResult]:
+    """Each notebook's result as it finishes: in order in this process (``jobs`` = 1) or from ``jobs`` worker
+    processes (spawned: each sets its kernel's environment without touching another's)."""
+    if jobs == 1:
+        yield from (run_notebook(nb, out, profile, params, progress) for nb in notebooks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_notebook, nb, out, profile, params, False, threads) for nb in notebooks]
+        yield from (future.result() for future in as_completed(futures))
+
+
 def run_suite(
     profile: str = "demo",
     only: list[str] | None = None,
@@ -609,12 +629,17 @@ def run_suite(
     params: Mapping[str, Any] | None = None,
     notebooks_dir: str | os.PathLike = "notebooks",
     progress: bool = True,
+    jobs: int = 1,
 ) -> SuiteResult:
-    """Execute the suite's notebooks in order (``NN_*.ipynb``; ``only`` selects by prefix) through papermill in
-    this process, into ``out`` (default ``runs/<profile>``). A failing notebook is recorded and the next one
-    runs; the summary is rewritten after every notebook, so an interrupted run keeps what succeeded. Check
-    ``result.exit_code`` / ``result.failure_report()``. ``params`` override notebook parameters (see
-    ``notebook_parameters``); PROFILE and OUTPUT_DIR are set by the runner. DESIGN.md §Notebook map.
+    """Execute the suite's notebooks in order (``NN_*.ipynb``; ``only`` selects by prefix) through papermill,
+    into ``out`` (default ``runs/<profile>``). A failing notebook is recorded and the next one runs; the summary
+    is rewritten after every notebook, so an interrupted run keeps what succeeded. Check ``result.exit_code`` /
+    ``result.failure_report()``. ``params`` override notebook parameters (see ``notebook_parameters``); PROFILE
+    and OUTPUT_DIR are set by the runner. DESIGN.md §Notebook map.
+
+    ``jobs`` > 1 runs that many notebooks at once, each in its own worker process with ``cores // jobs`` CPU
+    threads (the notebooks are independent; on a small CPU one thread per training is faster than two that
+    spin-wait). 0 = one job per core, at most 2 [choice]. The summary keeps the suite's order.
     """
     params = dict(params or {})
     reserved = sorted({"PROFILE", "OUTPUT_DIR"} & set(params))
@@ -626,13 +651,19 @@ def run_suite(
     result = SuiteResult(profile, Path(out if out is not None else Path("runs") / profile).resolve())
     result.out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
-    say(f"Running {len(notebooks)} notebook(s), profile {profile!r}, into {result.out}", flush=True)
-    for i, notebook in enumerate(notebooks, 1):
-        nb = run_notebook(notebook, result.out, profile, params, progress)
-        result.notebooks.append(nb)
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(jobs or min(2, cores), len(notebooks)))
+    threads = max(1, cores // jobs) if jobs > 1 else None
+    say(f"Running {len(notebooks)} notebook(s), profile {profile!r}, into {result.out}"
+        + (f", {jobs} at a time ({threads} thread(s) each)" if jobs > 1 else ""), flush=True)
+    order = {notebook.stem: i for i, notebook in enumerate(notebooks)}
+    for done, nb in enumerate(_executed(notebooks, result.out, profile, params, progress and jobs == 1, jobs,
+                                        threads), 1):
+        result.notebooks = sorted([*result.notebooks, nb], key=lambda r: order[r.name])
         write_summary(result)
         status = "ok" if nb.ok else f"FAILED {nb.error}"
-        say(f"[{i}/{len(notebooks)}] {nb.name}: {status} ({nb.seconds:.1f} s, {len(nb.metrics)} metrics)", flush=True)
+        say(f"[{done}/{len(notebooks)}] {nb.name}: {status} ({nb.seconds:.1f} s, {len(nb.metrics)} metrics)",
+            flush=True)
     if not result.ok:
         print(result.failure_report(), file=sys.stderr, flush=True)
     return result

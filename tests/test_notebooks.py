@@ -34,7 +34,7 @@ def _numeric(value) -> bool:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     result = runner.run_suite("smoke", out=tmp_path_factory.mktemp("smoke"), notebooks_dir=ROOT / "notebooks",
-                              progress=False)
+                              progress=False, jobs=0)
     return {nb.name: nb for nb in result.notebooks}
 
 

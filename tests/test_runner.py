@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 
 import nbformat
@@ -56,6 +57,23 @@ def suite(tmp_path_factory):
     result = runner.run_suite("smoke", out=base / "out", params={"SCALE": 3, "STEPS": 50},
                               notebooks_dir=notebooks, progress=False)
     return result, notebooks
+
+
+def test_suite_runs_notebooks_in_parallel_workers(tmp_path):
+    """jobs=2: two worker processes, one thread each (OMP_NUM_THREADS in the kernel), results in suite order."""
+    notebooks = _make_suite(tmp_path / "notebooks")
+    probe = "import os\nfrom fbhelpers.runner import record\nrecord('threads', os.environ.get('OMP_NUM_THREADS'))"
+    for name in ("01_good", "02_bad"):
+        nb = nbformat.read(notebooks / f"{name}.ipynb", as_version=4)
+        nb.cells.insert(2, nbformat.v4.new_code_cell(probe))
+        nbformat.write(nb, notebooks / f"{name}.ipynb")
+    result = runner.run_suite("smoke", out=tmp_path / "out", notebooks_dir=notebooks, progress=False, jobs=2)
+    assert [nb.name for nb in result.notebooks] == ["01_good", "02_bad"]
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert result.notebooks[0].metrics == {"threads": threads, "twice": 2, "steps": None, "profile": "smoke"}
+    assert result.notebooks[1].metrics == {"threads": threads, "before": 1}
+    assert [nb.ok for nb in result.notebooks] == [True, False] and result.exit_code == 1
+    assert "ValueError: boom" in str(result.notebooks[1].error)
 
 
 @pytest.fixture
