@@ -265,13 +265,15 @@ def paired_difference(results: pd.DataFrame, variant: str, baseline: str, metric
 # ----------------------------------------------------------------------------------------------- one variant, kept
 # The METHOD.md [choice] ablation around the default coupling (pass as ``configs=`` to ``compare_coupling`` /
 # ``fit_variant``): the literal summed DM objective (METHOD.md §7: it collapsed a prototype), DM with q detached,
-# hard co-annotation (P0) instead of soft (P1/P2), DM in both directions (P1/P2) instead of class -> attributes,
-# and DM class -> attributes as a Bernoulli KL (BCE − H(q)) instead of the recalled BCE (``losses.distribution_matching``).
+# hard co-annotation (P0) instead of soft (P1/P2), DM in both directions (P1/P2) or attributes -> class alone
+# (where class labels are scarce) instead of class -> attributes, and DM class -> attributes as a Bernoulli KL
+# (BCE − H(q)) instead of the recalled BCE (``losses.distribution_matching``).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "mt_dm_sum": {"dm": "class_to_attr", "dm_reduction": "sum"},
     "mt_dm_detach": {"dm": "class_to_attr", "dm_detach": True},
     "mt_coann_hard": {"coann": "hard"},
     "mt_dm_both": {"dm": "both"},
+    "mt_dm_attr": {"dm": "attr_to_class"},
     "mt_dm_kl": {"dm": "class_to_attr", "dm_bernoulli_kl": True},
 }
 # Headline columns of ``overview``: name -> (task, metric).
@@ -331,20 +333,27 @@ def fit_variant(
     return VariantRun(model, history, scores)
 
 
+def per_seed(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW) -> pd.DataFrame:
+    """One row per (variant, seed), one column per headline number (``columns``: name -> (task, metric), default
+    ``OVERVIEW``): its mean over every test set that scores it. Paired differences between variants are
+    differences of rows with the same seed (same initialisation and batches), e.g.
+    ``per_seed(r).loc["mt_dm"] - per_seed(r).loc["mt"]``."""
+    rows = []
+    for name, (task, metric) in columns.items():
+        sel = results[(results["task"] == task) & (results["metric"] == metric)]
+        rows.append(sel.groupby(["variant", "seed"], sort=False)["value"].mean().rename(name))
+    if not rows:
+        raise ValueError("per_seed needs at least one column")
+    return pd.concat(rows, axis=1)
+
+
 def overview(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
              std: bool = False) -> pd.DataFrame:
     """One row per variant, one column per headline number (``columns``: name -> (task, metric), default
     ``OVERVIEW``): the mean over every test set that scores it, then the mean over seeds (METHOD.md §5: keep every
-    result over seeds). ``std=True`` adds ``<name>_std`` (ddof=1 over seeds). Variants keep their order of
-    appearance; a (task, metric) absent for a variant is NaN."""
-    rows = []
-    for name, (task, metric) in columns.items():
-        sel = results[(results["task"] == task) & (results["metric"] == metric)]
-        per_seed = sel.groupby(["variant", "seed"], sort=False)["value"].mean().rename(name)
-        rows.append(per_seed)
-    if not rows:
-        raise ValueError("overview needs at least one column")
-    wide = pd.concat(rows, axis=1)
+    result over seeds; :func:`per_seed` before the mean). ``std=True`` adds ``<name>_std`` (ddof=1 over seeds).
+    Variants keep their order of appearance; a (task, metric) absent for a variant is NaN."""
+    wide = per_seed(results, columns)
     order = list(dict.fromkeys(results["variant"]))
     mean = wide.groupby(level="variant", sort=False).mean().reindex(order)
     if std:

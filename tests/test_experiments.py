@@ -78,7 +78,7 @@ def test_tiny_comparison_runs_every_variant(tmp_path):
 
 
 def test_overview_means_over_test_sets_then_seeds_and_label_scores():
-    from fbhelpers.experiments import label_scores, overview
+    from fbhelpers.experiments import label_scores, overview, per_seed
 
     r = fake_results()
     extra = r[r["metric"] == "accuracy"].assign(source="other", value=lambda f: f["value"] - 0.1)
@@ -89,6 +89,10 @@ def test_overview_means_over_test_sets_then_seeds_and_label_scores():
     assert ov.loc["st", "au_mean_f1"] == pytest.approx(0.50)
     assert ov.loc["st", "au_mean_f1_std"] == pytest.approx(0.02)
     assert np.isnan(ov.loc["mt", "va_mean_ccc"])
+    seeds = per_seed(r)
+    gain = seeds.loc["mt_dm", "expr_accuracy"] - seeds.loc["mt", "expr_accuracy"]  # paired by seed
+    assert gain.tolist() == pytest.approx([0.04, 0.04, 0.04])
+    assert seeds.loc[("mt", 2), "au_mean_f1"] == pytest.approx(0.54)
     f1 = label_scores(r, "mt")
     assert f1.to_dict() == {"AU1": pytest.approx(0.3)}
     with pytest.raises(ValueError, match="'mt_both'"):
