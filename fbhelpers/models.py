@@ -335,6 +335,9 @@ def output_probabilities(kind: str, output: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(output) if kind == "multilabel" else output
 
 
+REGRESSION_INITS: tuple[str, ...] = ("zeros", "default")
+
+
 class MultiHeadNet(nn.Module):
     """FaceBehaviorNet-style network (P1 §4, P0 §3): shared backbone -> features ``(B, D)`` -> dropout -> one
     linear head per task (``nn.ModuleDict`` keyed by ``task.name``).
@@ -355,6 +358,18 @@ class MultiHeadNet(nn.Module):
     the features can (``benchmarks/learnability.py``, README "SynthFaces learnability"). The head's shape depends
     on it, so a saved state dict loads only into a model built with the same ``head_inputs``.
 
+    ``regression_init`` [choice, not in P0-P2; default ``"zeros"``]: how the heads of regression tasks (VA)
+    start. ``"zeros"`` sets their weight and bias to 0, so every face starts at the prediction 0 (the centre of
+    [-1, 1]); ``"default"`` keeps PyTorch's random ``nn.Linear`` initialisation (the behaviour before issue 12
+    item 8). Why: the CCC loss (P1 §3, METHOD.md §3 "VA") has d(1 - CCC)/d(mean prediction) = 4 cov (mu_p -
+    mu_t) / D^2, so while an output's covariance with its target is negative (a random head: half the outputs)
+    gradient descent pushes its mean *away* from the target mean, into the flat part of ``tanh``, where the
+    gradient vanishes (tanh' < 1e-6 at |z| = 8) and the output never comes back: its CCC stays 0. A zero head
+    has covariance 0 at the start, no gradient on its mean, and a first update along the covariance with the
+    targets (``benchmarks/va_collapse.py``: 1 of 8 seeds collapsed to VA CCC 0.36 with random heads, none with
+    zero heads). The random draws of the other parameters are the same either way (the head is drawn, then
+    zeroed). Not part of :meth:`spec`: a loaded model takes its weights from the file.
+
     What prediction on new images needs is kept in a model file (:func:`save`) and set by :func:`load`:
     ``input_size`` (H, W, None until known), ``couplings``, ``tables``, ``thresholds`` and ``metadata``.
     """
@@ -363,8 +378,11 @@ class MultiHeadNet(nn.Module):
                  pretrained_path: str | os.PathLike | None = None,
                  pretrained_prefix_map: Mapping[str, str | None] | None = None,
                  mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.25,
-                 head_inputs: Mapping[str, str] | None = None, **backbone_kw) -> None:
+                 head_inputs: Mapping[str, str] | None = None, regression_init: str = "zeros",
+                 **backbone_kw) -> None:
         super().__init__()
+        if regression_init not in REGRESSION_INITS:
+            raise ValueError(f"regression_init must be one of {REGRESSION_INITS}, got {regression_init!r}")
         tasks = tuple(tasks)
         if not tasks:
             raise ValueError("MultiHeadNet needs at least one task")
@@ -402,6 +420,11 @@ class MultiHeadNet(nn.Module):
         self.heads = nn.ModuleDict({t.name: nn.Linear(
             by_name[self.head_inputs[t.name]].n_outputs if t.name in self.head_inputs else self.feature_dim,
             t.n_outputs) for t in tasks})
+        if regression_init == "zeros":
+            for t in tasks:
+                if t.kind == "regression":
+                    nn.init.zeros_(self.heads[t.name].weight)
+                    nn.init.zeros_(self.heads[t.name].bias)
         self._kinds = {t.name: t.kind for t in tasks}
         self.input_size: tuple[int, int] | None = None
         self.couplings: list[Coupling] = []
