@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from fbhelpers.experiments import (
-    compare_coupling, comparison_table, delta_m_table, largest_first_quota, negative_transfer, paired_difference,
+    ABLATIONS, compare_coupling, comparison_table, delta_m_table, largest_first_quota, negative_transfer,
+    paired_difference,
 )
 from fbhelpers.synthetic import face_study
 
@@ -41,7 +42,8 @@ def main() -> None:
     ap.add_argument("--widths", default="8,16,32,64", help="cnn4 channel widths")
     ap.add_argument("--pool", type=int, default=3, help="cnn4 output grid (1 = global average pool)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--variants", default="st,mt,mt_coann,mt_dm,mt_both")
+    ap.add_argument("--variants", default="st,mt,mt_coann,mt_dm,mt_both",
+                    help="experiments.VARIANTS keys, 'st' or experiments.ABLATIONS keys (e.g. mt_coann_hard,mt_dm_kl)")
     ap.add_argument("--dm-weight", type=float, default=1.0)
     ap.add_argument("--dm-reduction", default="mean", choices=("mean", "sum"))
     ap.add_argument("--augment", type=int, default=0, help="1 = default augmentation, 0 = none (short budget)")
@@ -63,7 +65,7 @@ def main() -> None:
         study, variants=args.variants.split(","), seeds=[int(s) for s in args.seeds.split(",")],
         steps=args.steps, quota=quota, lr=args.lr,
         backbone_kw={"widths": tuple(int(w) for w in args.widths.split(",")), "pool": args.pool},
-        loss={"dm_weight": args.dm_weight, "dm_reduction": args.dm_reduction},
+        loss={"dm_weight": args.dm_weight, "dm_reduction": args.dm_reduction}, configs=ABLATIONS,
         channels_last=True, augment=bool(args.augment),
     )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu

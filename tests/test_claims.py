@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fbhelpers import experiments, relatedness, synthetic, train, zeroshot
 from fbhelpers.source import Source
@@ -40,15 +39,17 @@ OUT = Path(os.environ.get("FB_CLAIMS_DIR", "runs/claims"))
 # The faces of notebooks 00, 02 and 05 in the demo profile (profiles._FACES_CPU): a slim cnn4 with a 3 x 3 grid.
 FACES_FIT = dict(steps=600, backbone="cnn4", backbone_kw={"widths": (8, 16, 32, 64), "pool": 3}, lr=5e-3,
                  augment=False, channels_last=True, device="cpu")
-# test -> the mutations that must make it fail (checked by hand; the closing note of issue 12 lists the results)
+# test -> the mutations that make it fail (checked by hand; the closing note of issue 12 lists the results). A
+# scrambled table does not break the species' attribute *accuracy* gain (most attributes are rare, so any peaked q
+# says "no" well) nor the absence of negative transfer: those claims rest on DM, not on the table being right.
 BREAKS = {
     "test_dm_teaches_the_aus_no_source_labels": ("no_dm", "scramble", "shuffle"),
-    "test_dm_costs_nothing_on_the_labelled_tasks": ("shuffle",),
+    "test_dm_costs_nothing_on_the_labelled_tasks": ("scramble", "shuffle"),
     "test_zero_shot_compounds_from_the_au_head": ("shuffle",),
     "test_dm_lifts_zero_shot_where_aus_are_scarce": ("no_dm", "scramble", "shuffle"),
     "test_relatedness_estimate_covers_the_generator": ("scramble", "shuffle"),
     "test_species_dm_teaches_unlabelled_attributes": ("no_dm", "scramble", "shuffle"),
-    "test_species_coupling_has_no_negative_transfer": ("scramble", "shuffle"),
+    "test_species_coupling_has_no_negative_transfer": ("shuffle",),
 }
 
 
@@ -193,15 +194,25 @@ def species():
 
 
 def test_species_dm_teaches_unlabelled_attributes(species):
-    """04: "every coupled variant turns the species labels into attribute targets: attribute mean accuracy rose"."""
+    """04: "every coupled variant turns the species labels into attribute targets: attribute mean accuracy rose
+    ... and F1 on the unlabelled attributes" (and their ranking: ROC AUC, which only the right table lifts)."""
     acc = per_seed(species, "attr", "mean_accuracy")
-    gain = acc.loc["mt_dm"] - acc.loc["mt"]
-    _record("species_attributes", acc.to_dict())
-    assert gain.min() >= 0.1, f"MT + DM - MT, attribute mean accuracy per seed: {gain.round(3).tolist()}"
+    f1 = per_seed(species, "attr", "mean_f1_unlabelled")
+    auc = per_seed(species, "attr", "mean_auc_unlabelled")
+    _record("species_attributes", {"accuracy": acc.to_dict(), "f1_unlabelled": f1.to_dict(),
+                                   "auc_unlabelled": auc.to_dict()})
+    for name, scores, margin in (("attribute mean accuracy", acc, 0.1), ("F1, unlabelled attributes", f1, 0.03),
+                                 ("ROC AUC, unlabelled attributes", auc, 0.1)):
+        gain = scores.loc["mt_dm"] - scores.loc["mt"]
+        assert gain.min() >= margin, f"MT + DM - MT, {name} per seed: {gain.round(3).tolist()}"
 
 
 def test_species_coupling_has_no_negative_transfer(species):
-    """04: MT + DM is not below the single-task models beyond the seed spread on any test set and score."""
+    """04: MT + DM is not below the single-task models beyond the seed spread on any test set and score, with
+    both well above chance (two models at chance show no negative transfer either)."""
+    accuracy = per_seed(species, "species", "accuracy")
+    _record("species_accuracy", accuracy.to_dict())
+    assert accuracy.loc[["st", "mt_dm"]].min().min() >= 0.3, f"species accuracy (chance 0.1):\n{accuracy.round(3)}"
     nt = experiments.negative_transfer(species, metrics=("accuracy", "mean_accuracy"))
     dm = nt[nt["variant"] == "mt_dm"]
     _record("species_negative_transfer", {"rows": dm.to_dict(orient="records")})

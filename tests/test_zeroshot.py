@@ -107,7 +107,7 @@ def test_identical_profiles_are_reported_and_warned():
     assert indistinguishable(table.loc[list(RAFDB_COMPOUND)]) == []
     p = np.full((2, table.shape[1]), 0.5)
     with pytest.warns(UserWarning, match=r"sadly_disgusted', 'appalled', 'hatred'"):
-        pred = zero_shot_predict(p, table)
+        zero_shot_predict(p, table)
     with pytest.warns(UserWarning, match="identical profiles"):
         zero_shot_table(p, np.array([0, 1]), table, scorings=("mean",))
     rows = table.index.get_indexer(["sadly_disgusted", "appalled", "hatred"])
