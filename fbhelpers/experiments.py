@@ -243,6 +243,16 @@ def negative_transfer(results: pd.DataFrame, metrics: Sequence[str] | None = HEA
                                        "beyond_spread"])
 
 
+def transfer_counts(transfer: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, from :func:`negative_transfer`: ``negative`` cells (MT below ST), those ``beyond_spread``
+    (below by more than the seed spread) and ``of`` (cells compared)."""
+    negative = transfer["negative"].astype(bool)
+    beyond = negative & transfer["beyond_spread"].astype(bool)
+    frame = pd.DataFrame({"variant": transfer["variant"], "negative": negative, "beyond_spread": beyond})
+    counts = frame.groupby("variant", sort=False)[["negative", "beyond_spread"]].sum().astype(int)
+    return counts.assign(of=frame.groupby("variant", sort=False).size())
+
+
 def paired_difference(results: pd.DataFrame, variant: str, baseline: str, metric: str,
                       task: str | None = None, source: str | None = None) -> pd.DataFrame:
     """``variant - baseline`` per seed for one metric (same seed = same data order and initialisation), with
@@ -361,6 +371,38 @@ def overview(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVE
         mean = pd.concat([mean, spread], axis=1)[[c for n in columns for c in (n, f"{n}_std")]]
     mean.index.name = "variant"
     return mean
+
+
+def paired_summary(results: pd.DataFrame, baseline: str = "mt",
+                   columns: Mapping[str, tuple[str, str]] = OVERVIEW) -> pd.DataFrame:
+    """Every other variant minus ``baseline``, seed by seed (:func:`per_seed` rows of the same seed: same
+    initialisation and batches), summarised over seeds: rows variants, columns ``(name, "mean" | "std" | "min")``.
+    A claim "A beats B" holds in these runs when the ``min`` is above 0 (METHOD.md §5)."""
+    seeds = per_seed(results, columns)
+    if baseline not in seeds.index.unique("variant"):
+        raise ValueError(f"no results of the baseline {baseline!r}; variants are {list(seeds.index.unique('variant'))}")
+    base = seeds.xs(baseline, level="variant")
+    gains = {v: (seeds.xs(v, level="variant") - base).agg(["mean", "std", "min"]).unstack()
+             for v in seeds.index.unique("variant") if v != baseline}
+    return pd.DataFrame(gains).T.rename_axis("variant")
+
+
+def comparison_records(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
+                       baseline: str = "mt", digits: int = 4) -> dict[str, dict[str, float]]:
+    """What a comparison notebook records per headline number (``runner.record`` names -> {variant: value}):
+    ``<name>`` (mean over test sets, then seeds), ``<name>_sd`` (sd over seeds, NaN with one seed) and, for each
+    variant but ``baseline``, ``<name>_gain`` / ``<name>_gain_min`` (mean and smallest paired difference over
+    seeds, :func:`paired_summary`). Every claim with its spread (METHOD.md §5, §7)."""
+    main = overview(results, columns, std=True)
+    gains = paired_summary(results, baseline, columns) if baseline in set(results["variant"]) else None
+    out = {}
+    for name in columns:
+        out[name] = {v: round(float(main.loc[v, name]), digits) for v in main.index}
+        out[f"{name}_sd"] = {v: round(float(main.loc[v, f"{name}_std"]), digits) for v in main.index}
+        if gains is not None:
+            out[f"{name}_gain"] = {v: round(float(gains.loc[v, (name, "mean")]), digits) for v in gains.index}
+            out[f"{name}_gain_min"] = {v: round(float(gains.loc[v, (name, "min")]), digits) for v in gains.index}
+    return out
 
 
 def label_scores(results: pd.DataFrame, variant: str, task: str = "au", prefix: str = "f1_") -> pd.Series:

@@ -9,6 +9,7 @@ import torch
 from fbhelpers.train import evaluate
 from fbhelpers.experiments import (
     compare_coupling, comparison_table, delta_m_table, largest_first_quota, negative_transfer, paired_difference,
+    transfer_counts,
 )
 
 
@@ -35,6 +36,9 @@ def test_table_delta_m_and_negative_transfer():
     dm = delta_m_table(r)
     assert dm.loc["mt_dm", "mean"] == pytest.approx(np.mean([(0.82 - 0.80) / 0.80, (0.70 - 0.50) / 0.50]), rel=1e-2)
     assert dm.loc["mt", "std"] == pytest.approx(0.0, abs=1e-3)
+    counts = transfer_counts(negative_transfer(r))
+    assert counts.to_dict("index") == {"mt": {"negative": 1, "beyond_spread": 1, "of": 2},
+                                       "mt_dm": {"negative": 0, "beyond_spread": 0, "of": 2}}
     nt = negative_transfer(r).set_index(["variant", "task"])
     assert bool(nt.loc[("mt", "expr"), "negative"]) and bool(nt.loc[("mt", "expr"), "beyond_spread"])
     assert not nt.loc[("mt_dm", "au"), "negative"] and nt.loc[("mt_dm", "au"), "gap"] == pytest.approx(0.2)
@@ -78,7 +82,7 @@ def test_tiny_comparison_runs_every_variant(tmp_path):
 
 
 def test_overview_means_over_test_sets_then_seeds_and_label_scores():
-    from fbhelpers.experiments import label_scores, overview, per_seed
+    from fbhelpers.experiments import comparison_records, label_scores, overview, paired_summary, per_seed
 
     r = fake_results()
     extra = r[r["metric"] == "accuracy"].assign(source="other", value=lambda f: f["value"] - 0.1)
@@ -93,6 +97,18 @@ def test_overview_means_over_test_sets_then_seeds_and_label_scores():
     gain = seeds.loc["mt_dm", "expr_accuracy"] - seeds.loc["mt", "expr_accuracy"]  # paired by seed
     assert gain.tolist() == pytest.approx([0.04, 0.04, 0.04])
     assert seeds.loc[("mt", 2), "au_mean_f1"] == pytest.approx(0.54)
+    paired = paired_summary(r, "mt")
+    assert list(paired.index) == ["st", "mt_dm"]
+    assert paired.loc["mt_dm", ("expr_accuracy", "mean")] == pytest.approx(0.04)
+    assert paired.loc["mt_dm", ("au_mean_f1", "min")] == pytest.approx(0.18)
+    assert paired.loc["st", ("expr_accuracy", "std")] == pytest.approx(0.0, abs=1e-12)
+    records = comparison_records(r, {"expr_accuracy": ("expr", "accuracy")})
+    assert records["expr_accuracy"]["mt_dm"] == pytest.approx(0.77)
+    assert records["expr_accuracy_sd"]["mt"] == pytest.approx(0.01)
+    assert records["expr_accuracy_gain"] == {"st": pytest.approx(0.02), "mt_dm": pytest.approx(0.04)}
+    assert set(records) == {"expr_accuracy", "expr_accuracy_sd", "expr_accuracy_gain", "expr_accuracy_gain_min"}
+    with pytest.raises(ValueError, match="baseline 'mt_both'"):
+        paired_summary(r, "mt_both")
     f1 = label_scores(r, "mt")
     assert f1.to_dict() == {"AU1": pytest.approx(0.3)}
     with pytest.raises(ValueError, match="'mt_both'"):
