@@ -1,6 +1,6 @@
 """The reverse case: scarce expression labels, plentiful AUs (METHOD.md §7; P1 §3.2 / P2 §3, DM attributes -> class).
 
-    python benchmarks/reverse_coupling.py                 # 3 seeds x (MT, DM class->AU, DM AU->class, DM both)
+    python benchmarks/reverse_coupling.py                 # 3 seeds x (MT, co-annotation, DM one / other / both ways)
     python benchmarks/reverse_coupling.py --steps 100 --seeds 0 --out runs/reverse_quick
 
 SynthFaces `paper` regime, `scarce_expr` preset: the AffectNet-like source has 300 faces and never labels *fear*
@@ -9,7 +9,8 @@ expression head what a fearful or disgusted face looks like: attributes -> class
 matched to the expression head) is the direction made for it; class -> attributes teaches the AU head instead.
 
 Question: does DM attributes -> class (alone, or both directions) lift expression recall on the two never-labelled
-classes and expression accuracy over plain MT, seed by seed? Prints mean ± sd over seeds and the paired
+classes and expression accuracy over plain MT, seed by seed? Soft co-annotation does the same with labels (an
+AU-labelled face gets the expression target its AUs imply) and is run beside it. Prints mean ± sd over seeds and the paired
 differences against MT; writes results.csv, recall.csv and summary.csv under --out. The same network and budget
 as benchmarks/compare_coupling.py (cnn4 8-16-32-64 with a 3 x 3 grid, one torch thread).
 """
@@ -28,8 +29,8 @@ from fbhelpers.synthetic import face_study
 from fbhelpers.tasks import EXPRESSIONS
 from fbhelpers.train import predict
 
-VARIANTS = {"mt": "MT", "mt_dm": "MT + DM class → AU", "mt_dm_attr": "MT + DM AU → class",
-            "mt_dm_both": "MT + DM both ways"}
+VARIANTS = {"mt": "MT", "mt_coann": "MT + soft co-annotation", "mt_dm": "MT + DM class → AU",
+            "mt_dm_attr": "MT + DM AU → class", "mt_dm_both": "MT + DM both ways"}
 COLUMNS = {"expr_accuracy": ("expr", "accuracy"), "expr_uar": ("expr", "uar"), "au_mean_f1": ("au", "mean_f1")}
 
 

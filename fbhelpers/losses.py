@@ -447,7 +447,7 @@ class LossConfig:
     ``coann_empty_row`` (see :func:`co_annotation`). ``dm``: None | "class_to_attr" | "attr_to_class" | "both"
     with ``dm_weight``, ``dm_reduction`` ("mean" = stable default [choice], "sum" = the literal paper objective,
     METHOD.md §7), ``dm_detach``, ``dm_variant``, ``dm_divergence``, ``dm_temperature``, ``dm_empty_row``,
-    ``dm_bernoulli_kl`` (see
+    ``dm_bernoulli_kl``, ``dm_eps`` (see
     :func:`distribution_matching`) and ``dm_warmup_steps`` [choice]: λ_dm ramps linearly from 1/N to 1 over the
     first N steps (0 = off).
     """
@@ -468,6 +468,7 @@ class LossConfig:
     dm_temperature: float = 1.0
     dm_empty_row: Literal["product", "inactive_fraction", "none"] = "product"
     dm_bernoulli_kl: bool = False
+    dm_eps: float = 1e-4
     dm_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -579,7 +580,7 @@ def combined_loss(
                         c_out, a_out, r, direction=config.dm, reduction=config.dm_reduction,
                         detach=config.dm_detach, variant=config.dm_variant, divergence=config.dm_divergence,
                         temperature=config.dm_temperature, empty_row=config.dm_empty_row,
-                        bernoulli_kl=config.dm_bernoulli_kl))
+                        bernoulli_kl=config.dm_bernoulli_kl, eps=config.dm_eps))
             except ValueError as err:
                 raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from err
         if coann:

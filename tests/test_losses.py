@@ -317,6 +317,23 @@ def test_combined_loss_weights_terms():
     assert plain_total.item() == pytest.approx(sum(v.item() for v in plain.values()), rel=REL)
 
 
+@pytest.mark.parametrize("settings,kwargs", [
+    ({"dm": "attr_to_class", "dm_eps": 0.25}, {"direction": "attr_to_class", "eps": 0.25}),
+    ({"dm": "class_to_attr", "dm_bernoulli_kl": True}, {"bernoulli_kl": True}),
+    ({"dm": "attr_to_class", "dm_variant": "weighted_mean", "dm_temperature": 2.0},
+     {"direction": "attr_to_class", "variant": "weighted_mean", "temperature": 2.0}),
+])
+def test_combined_loss_passes_every_dm_setting(settings, kwargs):
+    outputs, batch = _combined_inputs()
+    coup = [Coupling("cls", "att", torch.tensor(R, dtype=torch.float32))]
+    _, terms = combined_loss(outputs, batch, (CLS, ATT, REG), coup, LossConfig(**settings))
+    ref = distribution_matching(outputs["cls"], outputs["att"], R, reduction="mean", **kwargs)
+    default = distribution_matching(outputs["cls"], outputs["att"], R, reduction="mean",
+                                    direction=kwargs.get("direction", "class_to_attr"))
+    assert terms["dm"].item() == pytest.approx(ref.item(), rel=REL)
+    assert abs(ref.item() - default.item()) > 1e-3  # the setting changes the loss
+
+
 def test_combined_loss_with_du_prior_is_order_independent():
     relatedness = pytest.importorskip("fbhelpers.relatedness")
     prior = relatedness.prior("du2014_basic")
