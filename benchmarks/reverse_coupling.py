@@ -1,6 +1,6 @@
 """The reverse case: scarce expression labels, plentiful AUs (METHOD.md §7; P1 §3.2 / P2 §3, DM attributes -> class).
 
-    python benchmarks/reverse_coupling.py                 # 3 seeds x (MT, co-annotation, DM one / other / both ways)
+    python benchmarks/reverse_coupling.py        # 3 seeds x (MT, co-annotation, DM one way / the other / both)
     python benchmarks/reverse_coupling.py --steps 100 --seeds 0 --out runs/reverse_quick
 
 SynthFaces `paper` regime, `scarce_expr` preset: the AffectNet-like source has 300 faces and never labels *fear*
@@ -10,9 +10,9 @@ matched to the expression head) is the direction made for it; class -> attribute
 
 Question: does DM attributes -> class (alone, or both directions) lift expression recall on the two never-labelled
 classes and expression accuracy over plain MT, seed by seed? Soft co-annotation does the same with labels (an
-AU-labelled face gets the expression target its AUs imply) and is run beside it. Prints mean ± sd over seeds and the paired
-differences against MT; writes results.csv, recall.csv and summary.csv under --out. The same network and budget
-as benchmarks/compare_coupling.py (cnn4 8-16-32-64 with a 3 x 3 grid, one torch thread).
+AU-labelled face gets the expression target its AUs imply) and is run beside it. Prints mean ± sd over seeds and
+the paired differences against MT; writes results.csv, recall.csv and summary.csv under --out. The same network and
+budget as benchmarks/compare_coupling.py (cnn4 8-16-32-64 with a 3 x 3 grid, one torch thread).
 """
 from __future__ import annotations
 

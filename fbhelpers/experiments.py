@@ -198,12 +198,12 @@ def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = HEAD
 
 
 def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "mean_f1", "mean_ccc"),
-                  lower_is_better: frozenset[str] = LOWER_IS_BETTER) -> pd.DataFrame:
+                  lower_is_better: frozenset[str] = LOWER_IS_BETTER, floor: float = DELTA_M_FLOOR) -> pd.DataFrame:
     """Δm of every MT variant over the single-task models, per seed and as mean ± std (``metrics.delta_m``,
     Maninis et al. 2019, as in the MTL literature; METHOD.md §5). Metrics are (source, task, metric) entries
-    scored by both; ST of the same seed is the reference. A single-task value below ``metrics.DELTA_M_FLOOR``
-    (a VA CCC near 0) enters as the absolute difference, not the ratio (``metrics.delta_m``); ``n_absolute``
-    counts those terms over all seeds. Columns ``variant, mean, std, n_absolute, <seed>...``."""
+    scored by both; ST of the same seed is the reference. A single-task value below ``floor`` (a VA CCC near 0)
+    is divided by ``floor`` instead (``metrics.delta_m``); ``n_floored`` counts those terms over all seeds.
+    Columns ``variant, mean, std, n_floored, <seed>...``."""
     sel = results[results["metric"].isin(metrics)]
     key = sel["source"] + "/" + sel["task"] + "/" + sel["metric"]
     sel = sel.assign(key=key)
@@ -213,11 +213,11 @@ def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "
         mt = part.set_index("key")["value"]
         common = [k for k in mt.index if k in st.index and np.isfinite(mt[k]) and np.isfinite(st[k])]
         hib = {k: k.rsplit("/", 1)[1] not in lower_is_better for k in common}
-        n_absolute = int((st[common] < DELTA_M_FLOOR).sum())
-        rows.append((variant, seed, delta_m(mt[common].to_dict(), st[common].to_dict(), hib), n_absolute))
-    frame = pd.DataFrame(rows, columns=["variant", "seed", "delta_m", "n_absolute"])
+        n_floored = int((st[common] < floor).sum())
+        rows.append((variant, seed, delta_m(mt[common].to_dict(), st[common].to_dict(), hib, floor), n_floored))
+    frame = pd.DataFrame(rows, columns=["variant", "seed", "delta_m", "n_floored"])
     wide = frame.pivot(index="variant", columns="seed", values="delta_m")
-    wide.insert(0, "n_absolute", frame.groupby("variant")["n_absolute"].sum())
+    wide.insert(0, "n_floored", frame.groupby("variant")["n_floored"].sum())
     wide.insert(0, "std", frame.groupby("variant")["delta_m"].std())
     wide.insert(0, "mean", frame.groupby("variant")["delta_m"].mean())
     return wide.loc[list(dict.fromkeys(frame["variant"]))]
@@ -382,8 +382,15 @@ def paired_summary(results: pd.DataFrame, baseline: str = "mt",
     if baseline not in seeds.index.unique("variant"):
         raise ValueError(f"no results of the baseline {baseline!r}; variants are {list(seeds.index.unique('variant'))}")
     base = seeds.xs(baseline, level="variant")
-    gains = {v: (seeds.xs(v, level="variant") - base).agg(["mean", "std", "min"]).unstack()
-             for v in seeds.index.unique("variant") if v != baseline}
+    gains = {}
+    for variant in seeds.index.unique("variant"):
+        if variant == baseline:
+            continue
+        other = seeds.xs(variant, level="variant")
+        if set(other.index) != set(base.index):
+            raise ValueError(f"paired_summary: {variant!r} has seeds {sorted(other.index)} but the baseline "
+                             f"{baseline!r} has {sorted(base.index)}; pairs need the same seeds")
+        gains[variant] = (other - base).agg(["mean", "std", "min"]).unstack()
     return pd.DataFrame(gains).T.rename_axis("variant")
 
 

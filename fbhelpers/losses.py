@@ -345,7 +345,8 @@ def _attr_to_class_log_q(
             log_s = torch.where(empty[None, :], log_off, log_s)
         elif empty_row == "inactive_fraction":
             log_s = torch.where(empty[None, :], torch.log((1 - p).mean(dim=1, keepdim=True).clamp(min=_TINY)), log_s)
-        return F.log_softmax(log_s / temperature, dim=1)
+        excluded = empty[None, :] & (empty_row == "none")  # score 0: stays at log(tiny) whatever the temperature
+        return F.log_softmax(torch.where(excluded, log_s, log_s / temperature), dim=1)
     rc = r.clamp(eps, 1 - eps)
     ll = p @ torch.log(rc).T + (1 - p) @ torch.log1p(-rc).T  # (B, C) expected Bernoulli log-likelihood
     if empty_row == "product":
@@ -383,16 +384,17 @@ def distribution_matching(
     Σ_j BCE(R[c, j], p_j)): a pseudo-label, not a match of the two distributions. ``bernoulli_kl=True``
     [choice] subtracts the entropy of q: Σ_j KL(Bern(q_j) || Bern(p_j)) = BCE(q, p) − H(q), whose gradient
     in q is logit(q_j) − logit(p_j): it pulls q towards the attribute head's p (the same gradient into the
-    attribute head; q is clipped to [eps, 1 − eps] inside the entropy).
+    attribute head; inside the entropy q is clipped to the resolution of its dtype, 1.2e-7 in float32). It has no
+    effect with ``detach=True`` (no gradient through q) and none on attributes -> class.
 
     attributes -> class (P1/P2, reconstruction [choice] ``variant``): q(c|x) from p_j = sigmoid(attr_logit_j):
     ``"weighted_mean"`` s_c = Σ_j R[c,j] p_j / Σ_j R[c,j], q = s / Σ_c s; ``"bernoulli"`` (default, stable for
     hundreds or thousands of classes) ℓ_c = Σ_j p_j log R̃[c,j] + (1 - p_j) log(1 - R̃[c,j]) with R̃ = R
     clipped to [eps, 1 - eps], q = softmax(ℓ / ``temperature``); ``temperature`` sharpens (< 1) or flattens
     (> 1) the weighted mean the same way, q ∝ s^(1 / temperature) (1 = the plain normalised s). Empty rows
-    (neutral) [choice] ``empty_row``:
-    ``"product"`` score Π_j (1 - p_j) (its log replaces ℓ_c in "bernoulli"); ``"inactive_fraction"`` mean_j (1 - p_j);
-    ``"none"``: weighted_mean gives the row score 0 (excluded), bernoulli uses the clipped all-eps profile.
+    (neutral) [choice] ``empty_row``: ``"product"`` score Π_j (1 - p_j) (its log replaces ℓ_c in "bernoulli");
+    ``"inactive_fraction"`` mean_j (1 - p_j); ``"none"``: weighted_mean gives the row score 0 (excluded at every
+    temperature), bernoulli uses the clipped all-eps profile.
     q is matched to p(c|x) = softmax(class_logits) with ``divergence`` [choice] ``"kl"`` = KL(q || p) or
     ``"ce"`` = -Σ_c q_c log p_c, averaged over the batch; ``reduction`` does not apply to this term (it is one
     divergence, not a sum of per-attribute terms); ``detach`` stops gradients through q (into the attribute
@@ -421,8 +423,9 @@ def distribution_matching(
         if detach:
             q = q.detach()
         per = _bce_logits(attr_logits, q)
-        if bernoulli_kl:
-            qc = q.clamp(eps, 1 - eps)
+        if bernoulli_kl:  # minus the entropy of q, clipped only at the dtype's resolution (not at eps)
+            tiny = torch.finfo(q.dtype).eps
+            qc = q.clamp(tiny, 1 - tiny)
             per = per + qc * torch.log(qc) + (1 - qc) * torch.log1p(-qc)
         total = total + (per.sum() if reduction == "sum" else per.mean(dim=1).sum()) / batch
 
@@ -483,6 +486,11 @@ class LossConfig:
         _choice("dm_empty_row", self.dm_empty_row, EMPTY_ROWS)
         if self.dm_warmup_steps < 0:
             raise ValueError(f"dm_warmup_steps must be >= 0, got {self.dm_warmup_steps!r}")
+        if not 0 < self.dm_eps < 0.5:
+            raise ValueError(f"dm_eps must lie in (0, 0.5), got {self.dm_eps!r}")
+        if self.dm_bernoulli_kl and (self.dm not in ("class_to_attr", "both") or self.dm_detach):
+            raise ValueError(f"dm_bernoulli_kl acts on DM class -> attributes with gradients through q; it has no "
+                             f"effect with dm={self.dm!r}, dm_detach={self.dm_detach!r}")
 
     def task_weight(self, name: str) -> float:
         """λ_t for task ``name`` (1.0 unless set)."""

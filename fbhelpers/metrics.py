@@ -118,8 +118,9 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def mean_f1(y_true, y_pred, mask=None) -> float:
-    """Mean of :func:`f1_per_label` over labels with annotated entries (ABAW AU mean F1, P1 §4; attribute
-    mean F1, P2 §4). NaN when nothing is annotated."""
+    """Mean of :func:`f1_per_label` over labels with annotated entries that are positive somewhere (ABAW AU mean
+    F1, P1 §4; attribute mean F1, P2 §4): a label absent from the test set is left out (:func:`absent_labels`
+    counts them). NaN when nothing is left."""
     return _nanmean(f1_per_label(y_true, y_pred, mask))
 
 
@@ -164,18 +165,17 @@ def attribute_mean_accuracy(y_true, y_pred, mask=None) -> float:
     return float(np.mean(accs)) if accs else float("nan")
 
 
-#: Δm's baseline floor [choice] (REFERENCE.md §6.5): a single-task value below it gets the absolute difference.
+#: Δm's baseline floor [choice] (REFERENCE.md §6.5): a term divides by max(single-task value, floor).
 DELTA_M_FLOOR = 0.1
 
 
 def _delta_m_term(mt: float, st: float, higher_is_better: bool = True, floor: float = DELTA_M_FLOOR) -> float:
-    """One metric's term of :func:`delta_m`: (−1)^l (M_mt − M_st) / M_st where the single-task value is at least
-    ``floor``; below it (negative or near zero, as a CCC can be) the absolute difference (−1)^l (M_mt − M_st)."""
+    """One metric's term of :func:`delta_m`: (−1)^l (M_mt − M_st) / max(M_st, floor)."""
     a, b = float(mt), float(st)
     if not (np.isfinite(a) and np.isfinite(b)):
         raise ValueError(f"not finite: mt={a}, st={b}")
     sign = 1.0 if higher_is_better else -1.0
-    return sign * (a - b) / (b if b >= floor and b > 0 else 1.0)
+    return sign * (a - b) / max(b, floor)
 
 
 def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
@@ -186,16 +186,18 @@ def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
     transfer on average. ``higher_is_better`` defaults to True for every metric.
 
     The ratio assumes a positive baseline. Rule for a single-task value below ``floor`` [choice] (default 0.1;
-    REFERENCE.md §6.5): the term is the absolute difference (−1)^{l_k} (M_mt,k − M_st,k), i.e. the improvement
-    relative to 1, the best value of the bounded scores used here (CCC, F1, accuracy). A negative baseline would
-    flip the sign of the ratio (a CCC going from −0.05 to 0.10 would count as −3.0) and a near-zero one blow it
-    up; the absolute difference keeps the sign and stays within [−2, 2]. ``floor=0`` keeps the ratio for every
-    positive baseline."""
+    REFERENCE.md §6.5): the term divides by ``floor`` instead, (−1)^{l_k} (M_mt,k − M_st,k) / max(M_st,k, floor).
+    A negative baseline would flip the sign of the ratio (a CCC going from −0.05 to 0.10 would count as −3.0; now
+    +1.5) and a near-zero one blow it up (0.002 → 0.3: 149; now 2.98); the rule keeps the sign, bounds the term
+    by |M_mt − M_st| / floor and is continuous in the baseline (the same value on either side of the floor).
+    Above the floor nothing changes. A small positive ``floor`` is required."""
     if set(mt) != set(st):
         raise ValueError(f"mt and st must have the same metrics; only in mt: {sorted(set(mt) - set(st))}, "
                          f"only in st: {sorted(set(st) - set(mt))}")
     if not mt:
         raise ValueError("delta_m needs at least one metric")
+    if not floor > 0:
+        raise ValueError(f"delta_m: floor must be > 0, got {floor!r}")
     hib = dict(higher_is_better or {})
     unknown = sorted(set(hib) - set(mt))
     if unknown:

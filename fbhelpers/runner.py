@@ -612,14 +612,30 @@ def _executed(notebooks: list[Path], out: Path, profile: str, params: Mapping[st
     """Each notebook's result as it finishes: in order in this process (``jobs`` = 1) or from ``jobs`` worker
     processes (spawned: each sets its kernel's environment without touching another's)."""
     if jobs == 1:
-        yield from (run_notebook(nb, out, profile, params, progress) for nb in notebooks)
+        yield from (_run_with_retry(nb, out, profile, params, progress, None) for nb in notebooks)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_notebook, nb, out, profile, params, False, threads) for nb in notebooks]
-        yield from (future.result() for future in as_completed(futures))
+        futures = {pool.submit(_run_with_retry, nb, out, profile, params, False, threads): nb for nb in notebooks}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as err:  # noqa: BLE001 - a dead worker (e.g. killed for memory) is a failed notebook
+                nb = futures[future]
+                yield NotebookResult(nb.stem, out / f"{nb.stem}.ipynb", out / nb.stem, 0.0, {}, [],
+                                     NotebookError(None, "", type(err).__name__, str(err)))
+
+
+def _run_with_retry(notebook: Path, out: Path, profile: str, params: Mapping[str, Any], progress: bool,
+                    threads: int | None) -> NotebookResult:
+    """:func:`run_notebook`, once more when it failed before its first cell ran (a kernel that did not start, e.g.
+    two kernels picking the same port at once: papermill issue 511)."""
+    result = run_notebook(notebook, out, profile, params, progress, threads)
+    if result.error is not None and result.error.cell_index is None and not result.metrics:
+        result = run_notebook(notebook, out, profile, params, progress, threads)
+    return result
 
 
 def run_suite(
@@ -651,14 +667,13 @@ def run_suite(
     result = SuiteResult(profile, Path(out if out is not None else Path("runs") / profile).resolve())
     result.out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     jobs = max(1, min(jobs or min(2, cores), len(notebooks)))
     threads = max(1, cores // jobs) if jobs > 1 else None
     say(f"Running {len(notebooks)} notebook(s), profile {profile!r}, into {result.out}"
         + (f", {jobs} at a time ({threads} thread(s) each)" if jobs > 1 else ""), flush=True)
     order = {notebook.stem: i for i, notebook in enumerate(notebooks)}
-    for done, nb in enumerate(_executed(notebooks, result.out, profile, params, progress and jobs == 1, jobs,
-                                        threads), 1):
+    for done, nb in enumerate(_executed(notebooks, result.out, profile, params, progress, jobs, threads), 1):
         result.notebooks = sorted([*result.notebooks, nb], key=lambda r: order[r.name])
         write_summary(result)
         status = "ok" if nb.ok else f"FAILED {nb.error}"

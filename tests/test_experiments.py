@@ -42,14 +42,16 @@ def test_table_delta_m_and_negative_transfer():
     nt = negative_transfer(r).set_index(["variant", "task"])
     assert bool(nt.loc[("mt", "expr"), "negative"]) and bool(nt.loc[("mt", "expr"), "beyond_spread"])
     assert not nt.loc[("mt_dm", "au"), "negative"] and nt.loc[("mt_dm", "au"), "gap"] == pytest.approx(0.2)
-    assert dm["n_absolute"].tolist() == [0, 0]
-    # a VA CCC near zero in ST enters as the absolute difference, and is counted
+    assert dm["n_floored"].tolist() == [0, 0]
+    # a VA CCC near zero in ST is divided by the floor (0.1), and counted
     va = pd.DataFrame([(v, seed, "affect", "va", "mean_ccc", x) for seed in (0, 1, 2)
                        for v, x in (("st", -0.02), ("mt", 0.30), ("mt_dm", 0.40))], columns=r.columns)
     dm_va = delta_m_table(pd.concat([r, va], ignore_index=True))
     assert dm_va.loc["mt_dm", "mean"] == pytest.approx(
-        np.mean([(0.82 - 0.80) / 0.80, (0.70 - 0.50) / 0.50, 0.42]), rel=1e-2)
-    assert dm_va["n_absolute"].tolist() == [3, 3]
+        np.mean([(0.82 - 0.80) / 0.80, (0.70 - 0.50) / 0.50, 0.42 / 0.1]), rel=1e-2)
+    assert dm_va["n_floored"].tolist() == [3, 3]
+    assert delta_m_table(pd.concat([r, va], ignore_index=True), floor=0.01).loc["mt_dm", "mean"] == pytest.approx(
+        np.mean([(0.82 - 0.80) / 0.80, (0.70 - 0.50) / 0.50, 0.42 / 0.01]), rel=1e-2)
     diff = paired_difference(r, "mt_dm", "mt", "mean_f1")
     assert diff["mean_diff"].iloc[0] == pytest.approx(0.18) and diff["std_diff"].iloc[0] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="mt_both"):
@@ -109,6 +111,8 @@ def test_overview_means_over_test_sets_then_seeds_and_label_scores():
     assert set(records) == {"expr_accuracy", "expr_accuracy_sd", "expr_accuracy_gain", "expr_accuracy_gain_min"}
     with pytest.raises(ValueError, match="baseline 'mt_both'"):
         paired_summary(r, "mt_both")
+    with pytest.raises(ValueError, match=r"'mt_dm' has seeds \[0, 1\] but the baseline 'mt' has \[0, 1, 2\]"):
+        paired_summary(r[~((r["variant"] == "mt_dm") & (r["seed"] == 2))], "mt")
     f1 = label_scores(r, "mt")
     assert f1.to_dict() == {"AU1": pytest.approx(0.3)}
     with pytest.raises(ValueError, match="'mt_both'"):

@@ -219,12 +219,44 @@ def test_dm_attr_to_class_weighted_mean(temperature):
     assert distribution_matching(t(CL), t(AL), RT, **kw).item() == pytest.approx(_kl(q, lp), rel=REL)
     ce = -(q * lp).sum(1).mean()
     assert distribution_matching(t(CL), t(AL), RT, divergence="ce", **kw).item() == pytest.approx(ce, rel=REL)
+    # empty_row="none" excludes the neutral row (score 0) at every temperature
+    none = distribution_matching(t(CL), t(AL), RT, empty_row="none", **{**kw, "temperature": 10.0 * temperature})
+    s_none = s[:, 1:] ** (1 / (10.0 * temperature))
+    q_none = s_none / s_none.sum(1, keepdims=True)
+    assert none.item() == pytest.approx(_kl(q_none, lp[:, 1:]), rel=1e-4)
+
+
+def test_dm_bernoulli_kl_gradient_is_the_exact_kl_for_a_confident_class_head():
+    # DU's table, a class head 99.99 % sure of happiness: most q_j are below 1e-4 (the eps of attributes -> class);
+    # the gradient into the class head must still be the KL's, not the BCE's (a clip at eps would flip its sign).
+    from fbhelpers.relatedness import prior
+
+    r = torch.tensor(prior("du2014_basic").table.to_numpy(), dtype=torch.float64)
+    cl = torch.full((1, 7), -5.0, dtype=torch.float64)
+    cl[0, 4] = 5.0
+    al = torch.full((1, 17), -3.0, dtype=torch.float64)
+    cl.requires_grad_()
+    distribution_matching(cl, al, r, reduction="mean", bernoulli_kl=True).backward()
+    q = torch.softmax(cl.detach(), 1) @ r
+    assert int((q < 1e-4).sum()) >= 10
+    exact = cl.detach().clone().requires_grad_()
+    used = r.sum(0) > 0  # an AU in no row (AU14) has q = 0 whatever the class head: no gradient either way
+    qe, pe = torch.softmax(exact, 1) @ r[:, used], torch.sigmoid(al[:, used])
+    kl = qe * torch.log(qe / pe) + (1 - qe) * torch.log((1 - qe) / (1 - pe))
+    (kl.sum() / 17).backward()
+    np.testing.assert_allclose(cl.grad.numpy(), exact.grad.numpy(), rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="no effect"):
+        LossConfig(dm="attr_to_class", dm_bernoulli_kl=True)
+    with pytest.raises(ValueError, match="no effect"):
+        LossConfig(dm="class_to_attr", dm_bernoulli_kl=True, dm_detach=True)
+    with pytest.raises(ValueError, match="dm_eps"):
+        LossConfig(dm="attr_to_class", dm_eps=0.7)
 
 
 def test_dm_bernoulli_kl_is_bce_minus_entropy_and_pulls_q_towards_p():
     q = np.exp(log_softmax(CL)) @ R
-    qc = np.clip(q, 1e-4, 1 - 1e-4)
-    entropy = -(qc * np.log(qc) + (1 - qc) * np.log(1 - qc))
+    qc = np.clip(q, 1e-300, 1)  # 0 log 0 = 0
+    entropy = -(qc * np.log(qc) + np.where(qc < 1, (1 - qc) * np.log1p(-np.minimum(qc, 1 - 1e-16)), 0))
     ref = (bce(q, AL) - entropy).mean(1).mean()
     loss = distribution_matching(t(CL), t(AL), RT, reduction="mean", bernoulli_kl=True)
     assert loss.item() == pytest.approx(ref, rel=REL)

@@ -155,16 +155,18 @@ def test_delta_m_errors():
 
 
 @pytest.mark.parametrize("mt,st,expected", [
-    (0.10, -0.05, 0.15),    # negative baseline: an improvement stays positive (the ratio gave -3.0)
-    (-0.05, 0.10, -1.5),    # a baseline at the floor (0.1) keeps the ratio
-    (-0.05, 0.09, -0.14),   # below it: the difference
-    (0.30, 0.002, 0.298),   # near-zero baseline: the ratio gave 149
-    (0.05, 0.0, 0.05),      # zero baseline: defined
+    (0.10, -0.05, 1.5),     # negative baseline: an improvement stays positive (the ratio gave -3.0)
+    (-0.05, 0.10, -1.5),    # a baseline at the floor (0.1): the ratio
+    (-0.05, 0.0999, -1.499),  # just below it: divided by the floor, continuous
+    (0.30, 0.002, 2.98),    # near-zero baseline: the ratio gave 149
+    (0.05, 0.0, 0.5),       # zero baseline: defined
     (0.60, 0.40, 0.5),      # positive baseline above the floor: Maninis et al. / LibMTL, unchanged
 ])
 def test_delta_m_rule_for_negative_or_near_zero_baselines(mt, st, expected):
     assert M.delta_m({"ccc": mt}, {"ccc": st}) == pytest.approx(expected)
     assert M.delta_m({"err": mt}, {"err": st}, {"err": False}) == pytest.approx(-expected)
+    with pytest.raises(ValueError, match="floor"):
+        M.delta_m({"ccc": mt}, {"ccc": st}, floor=0.0)
     with pytest.raises(ValueError, match="typo"):
         M.delta_m({"a": 1.0}, {"a": 2.0}, {"typo": False})
 

@@ -76,6 +76,28 @@ def test_suite_runs_notebooks_in_parallel_workers(tmp_path):
     assert "ValueError: boom" in str(result.notebooks[1].error)
 
 
+def test_a_kernel_that_never_started_is_retried_once_and_a_dead_worker_is_a_failure(tmp_path, monkeypatch):
+    notebooks = _make_suite(tmp_path / "notebooks")
+    calls = []
+    real = runner.run_notebook
+
+    def flaky(notebook, out, profile, params=None, progress=True, threads=None):
+        calls.append(notebook.stem)
+        if calls.count(notebook.stem) == 1:   # the first start of every notebook fails before any cell
+            return runner.NotebookResult(notebook.stem, out / "x.ipynb", out, 0.0, {}, [],
+                                         runner.NotebookError(None, "", "ZMQError", "Address already in use"))
+        return real(notebook, out, profile, params, progress, threads)
+
+    monkeypatch.setattr(runner, "run_notebook", flaky)
+    result = runner.run_suite("smoke", out=tmp_path / "out", notebooks_dir=notebooks, progress=False)
+    assert calls == ["01_good", "01_good", "02_bad", "02_bad"]       # retried once each, not after a cell failed
+    assert result.notebooks[0].ok and "ValueError: boom" in str(result.notebooks[1].error)
+    blocker = tmp_path / "blocker"          # a file where the output folder should go: the worker itself raises
+    blocker.write_text("")
+    crashed = list(runner._executed([notebooks / "01_good.ipynb"], blocker, "smoke", {}, False, 2, 1))
+    assert [(r.name, r.ok, r.error.ename) for r in crashed] == [("01_good", False, "NotADirectoryError")]
+
+
 @pytest.fixture
 def fresh_output(monkeypatch, tmp_path):
     """record() state isolated per test."""
