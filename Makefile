@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
+LAB_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lab bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# JupyterLab on 127.0.0.1 in notebooks/, with the project's kernel (python3 in .venv); LAB_ARGS="--no-browser" etc.
+# As root (a container), JupyterLab needs --allow-root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+lab: $(STAMP)
+	cd notebooks && ../$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_synthetic.py

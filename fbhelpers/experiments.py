@@ -8,7 +8,6 @@ reported separately for the attributes the training sources label and for those 
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 
 from .batching import TaskDataset
+from .display import show_progress
 from .losses import LossConfig
 from .metrics import DELTA_M_FLOOR, delta_m
 from .models import MultiHeadNet
@@ -71,7 +71,8 @@ def _group_rows(scores: pd.DataFrame, groups: Mapping[str, Mapping[str, Sequence
                 vals = values.reindex([f"{score}_{a}" for a in labels]).dropna()
                 if len(vals):
                     rows.append((source, task, f"mean_{score}_{group}", float(vals.mean())))
-    return pd.DataFrame(rows, columns=["source", "task", "metric", "value"])
+    # typed even when empty: concatenated with the scores it must not turn their values into objects (pandas 3)
+    return pd.DataFrame(rows, columns=["source", "task", "metric", "value"]).astype({"value": "float64"})
 
 
 def _sources_for(study: Study, task: Task) -> dict:
@@ -155,7 +156,7 @@ def compare_coupling(
     frames, seconds = [], {}
     runs = [(v, s) for s in seeds for v in variants]
     fixed = _study(study, data_seed) if data_seed is not None else None
-    quiet = progress is False or (progress is None and bool(os.environ.get("CI")))
+    quiet = not show_progress(progress)
     for variant, seed in tqdm(runs, desc="compare", disable=quiet):
         data = fixed or _study(study, seed)
         if variant == "st":
@@ -337,7 +338,7 @@ def fit_variant(
     model, history, scores = _train_scored(
         data, data.tasks, data.split("train"), data.couplings, config, seed, steps=steps, quota=quota,
         backbone=backbone, backbone_kw=backbone_kw, lr=lr, device=device,
-        progress=fit_kwargs.pop("progress", False), eval_sources=data if eval_every else None,
+        progress=fit_kwargs.pop("progress", None), eval_sources=data if eval_every else None,
         eval_every=eval_every, **fit_kwargs)
     scores = scores.assign(variant=variant, seed=seed)[["variant", "seed", "source", "task", "metric", "value"]]
     return VariantRun(model, history, scores)

@@ -47,6 +47,7 @@ from torch import nn
 
 from . import models, train
 from .batching import IMAGE_SUFFIXES, decode_image, image_files
+from .display import show_progress
 from .metrics import score_task
 from .tasks import Task
 from .zeroshot import zero_shot_scores
@@ -82,7 +83,7 @@ def predict_table(
     size, mode = _input_format(net)
     from tqdm.auto import tqdm
 
-    show = progress if progress is not None else not os.environ.get("CI")
+    show = show_progress(progress)
     kept: list[str] = []
     skipped: list[dict[str, str]] = []
     chunks: list[dict[str, np.ndarray]] = []

@@ -27,6 +27,7 @@ from typing import Any, Collection, Iterator, Mapping
 
 import numpy as np
 
+from .display import HEADLESS_ENV, show_progress
 from .files import atomic_path
 
 ENV_OUTPUT_DIR = "FB_OUTPUT_DIR"
@@ -460,7 +461,7 @@ def _kernel_environment(notebook_output: Path, threads: int | None = None) -> It
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("FB_HEADLESS", "1")  # widgets fall back to static figures in executed notebooks
+    os.environ.setdefault(HEADLESS_ENV, "1")  # static figures, no progress bars in executed notebooks
     # ipykernel's inline backend renders PNGs without a display; Agg would drop figures from executed notebooks.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     if (REPO_ROOT / "pyproject.toml").is_file():
@@ -494,10 +495,6 @@ def _notebook_error(err: BaseException, executed: Path) -> NotebookError:
     return NotebookError(index, _first_line(err.source), err.ename, err.evalue)
 
 
-def _progress_enabled(progress: bool) -> bool:
-    return bool(progress) and not os.environ.get("CI")
-
-
 def run_notebook(
     notebook: Path, out: Path, profile: str, params: Mapping[str, Any] | None = None, progress: bool = True,
     threads: int | None = None,
@@ -517,7 +514,7 @@ def run_notebook(
         shutil.rmtree(nb_out)
     nb_out.mkdir(parents=True)
     executed.unlink(missing_ok=True)
-    bar: bool | dict = {"desc": name, "leave": False} if _progress_enabled(progress) else False
+    bar: bool | dict = {"desc": name, "leave": False} if bool(progress) and show_progress() else False
     error = None
     start = time.perf_counter()
     with _kernel_environment(nb_out, threads):

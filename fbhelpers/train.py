@@ -45,6 +45,7 @@ from . import batching
 from .batching import MultiSourceLoader, TaskDataset, image_files, decode_image, to_device, to_float
 from .callbacks import Callback, Selection, TensorBoardLogger
 from .checkpoints import Checkpointer, history_frame, rng_state, set_rng_state, write_csv
+from .display import show_progress
 from .files import plain_data
 from .losses import Coupling, LossConfig, combined_loss, coupling_tensor
 from .metrics import score_task
@@ -626,7 +627,7 @@ def _monitor(state: TrainState, datasets: Mapping[str, TaskDataset], tasks: tupl
     """The fixed points of a run, with rank 0's progress bar (off under ``CI`` unless ``progress``)."""
     from tqdm.auto import tqdm
 
-    show = rank == 0 and (progress if progress is not None else not os.environ.get("CI"))
+    show = rank == 0 and show_progress(progress)
     bar = tqdm(total=steps, initial=state.step, desc="fit", disable=not show or state.step >= steps)
     names = state.loader.names
     labelled = {t.name: [n for n in names if datasets[n].labelled[t.name]] for t in tasks}

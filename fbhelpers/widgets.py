@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -20,10 +19,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import plots
+from .display import headless
 from .relatedness import Relatedness
 from .tasks import FACE_TASKS, Task
 
-HEADLESS_ENV = "FB_HEADLESS"
 ALL_CLASSES = "(all classes)"
 MAX_ACTIVE = 8  # active attribute names listed per sample before "+k more"
 CAPTION_WIDTH = 40  # characters per caption line in the static sample grid
@@ -37,10 +36,6 @@ class Figures(list):
 
         for fig in self:
             display(fig)
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _ipywidgets():
@@ -59,7 +54,7 @@ def use_widgets(interactive: bool | None = None) -> bool:
         if interactive:
             _ipywidgets()
         return bool(interactive)
-    if _truthy("CI") or _truthy(HEADLESS_ENV):
+    if headless():
         return False
     try:
         import ipywidgets  # noqa: F401

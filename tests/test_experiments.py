@@ -75,6 +75,7 @@ def test_tiny_comparison_runs_every_variant(tmp_path):
     r = compare_coupling(study, seeds=(0,), steps=3, quota=4, backbone_kw={"widths": (4, 4, 4, 4)},
                          progress=False, augment=False)
     assert list(dict.fromkeys(r["variant"])) == ["st", "mt", "mt_coann", "mt_dm", "mt_both"]
+    assert r["value"].dtype == np.float64  # an ST model without AU groups once turned it into objects
     per = r.groupby("variant").apply(lambda g: set(zip(g["source"], g["task"])), include_groups=False)
     assert all(v == {("affect", "expr"), ("affect", "va"), ("aus", "au")} for v in per)
     assert {"mean_f1_labelled", "mean_f1_unlabelled"} <= set(r["metric"])

@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from fbhelpers import widgets  # noqa: E402
+from fbhelpers import display, widgets  # noqa: E402
 from fbhelpers.relatedness import Relatedness  # noqa: E402
 from fbhelpers.source import Source  # noqa: E402
 from fbhelpers.tasks import AU, EXPR, VA  # noqa: E402
@@ -46,7 +46,7 @@ def samples():
 
 def test_use_widgets_switch(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv(widgets.HEADLESS_ENV, raising=False)
+    monkeypatch.delenv(display.HEADLESS_ENV, raising=False)
     assert widgets.use_widgets(False) is False
     assert widgets.use_widgets(True) is True
     assert widgets.use_widgets(None) is False  # no live kernel under pytest
@@ -60,9 +60,9 @@ def test_use_widgets_switch(monkeypatch):
     monkeypatch.setenv("CI", "true")
     assert widgets.use_widgets(None) is False
     monkeypatch.setenv("CI", "0")
-    monkeypatch.setenv(widgets.HEADLESS_ENV, "1")
+    monkeypatch.setenv(display.HEADLESS_ENV, "1")
     assert widgets.use_widgets(None) is False
-    monkeypatch.setenv(widgets.HEADLESS_ENV, "0")
+    monkeypatch.setenv(display.HEADLESS_ENV, "0")
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # ipywidgets not installed
     assert widgets.use_widgets(None) is False
     with pytest.raises(ImportError, match="ipywidgets"):

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..batching import decode_image
+from ..display import show_progress
 from ..files import atomic_path
 from ..source import Source
 from .common import BOX_COLUMNS, LOG
@@ -290,7 +291,7 @@ def _build(folder: Path, spec: dict[str, Any], records: list[Record], *, workers
     pending = np.flatnonzero(status == PENDING)
     tasks = [(rows, [records[r] for r in rows], spec["root"], tuple(spec["size"]), spec["mode"])
              for rows in (pending[i:i + chunk] for i in range(0, len(pending), chunk))]
-    quiet = (not progress) if progress is not None else bool(os.environ.get("CI"))
+    quiet = not show_progress(progress)
     decoded = 0
     with _mapper(workers, len(tasks)) as run, tqdm(total=len(records), initial=len(records) - len(pending),
                                                    desc="caching images", unit="img", disable=quiet) as bar:
