@@ -150,14 +150,15 @@ def relatedness_comparison(a: Relatedness, b: Relatedness, comparison: Compariso
     """``a``, ``b`` and their difference a − b (diverging colours centred at 0) on the shared classes and
     attributes: the data-driven vs prior relatedness study of P1 §4. The difference panel's title carries the
     mean absolute difference (and the coverage of b by a's intervals when a has them). ``layout``: ``"row"``
-    (side by side), ``"column"`` (stacked) or ``"auto"`` **[choice]**: stacked when the tables have more than 12
-    attributes, so that annotations stay legible."""
+    (side by side), ``"column"`` (stacked) or ``"auto"`` **[choice]**: stacked when the three panels side by side
+    would be wider than 10 in (JupyterLab's ~1,000 px output column at 100 dpi), so that annotations stay legible
+    at the notebook's width."""
     comp = comparison if comparison is not None else compare(a, b)
     classes, attrs = list(comp.classes), list(comp.attributes)
     if layout not in ("auto", "row", "column"):
         raise ValueError(f"layout must be 'auto', 'row' or 'column', got {layout!r}")
-    stacked = layout == "column" or (layout == "auto" and len(attrs) > 12)
     w, h = _heat_size(len(classes), len(attrs))
+    stacked = layout == "column" or (layout == "auto" and 3 * w > 10.0)
     shape, size = ((3, 1), (w, min(3 * h, 24.0))) if stacked else ((1, 3), (min(3 * w, 24.0), h))
     fig, axes = subplots(*shape, figsize=size)
     axes = axes.ravel()

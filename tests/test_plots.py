@@ -102,6 +102,10 @@ def test_relatedness_comparison_layouts(rel, est):
     assert col.get_figheight() > col.get_figwidth()
     with pytest.raises(ValueError, match="diagonal"):
         plots.relatedness_comparison(est, rel, layout="diagonal")
+    # auto: whatever the table, no wider than JupyterLab's ~1,000 px output column at 100 dpi
+    for attrs in (3, 12, 17):
+        small = Relatedness(rel.table.iloc[:, :attrs], name="p")
+        assert plots.relatedness_comparison(small, small).get_figwidth() <= 10.0
 
 
 def test_estimate_with_ci_one_panel_per_class(est, rel):
