@@ -302,3 +302,354 @@ def sample_browser(images, table: pd.DataFrame | None = None, predictions: Mappi
     slider.observe(render, names="value")
     render()
     return w.VBox([slider, w.HBox([image, text])])
+
+
+class Views(Figures):
+    """Static fallback output of figures and tables (DataFrames); as a cell's value it displays each in turn."""
+
+
+def _html_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    return frame.round(digits).to_html(border=0)
+
+
+# ---------------------------------------------------------------------------------------------- 00: DM by hand
+DM_HEADS = ("untrained (all 0.5)", "trained-looking (a happiness face)")
+
+
+def _renormalise(weights: Sequence[float]) -> np.ndarray:
+    """Slider weights -> probabilities summing to 1 (uniform when every weight is 0)."""
+    w = np.clip(np.asarray(weights, dtype=float), 0.0, None)
+    return w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+
+
+def dm_head(rel: Relatedness, head: str) -> np.ndarray:
+    """A fixed AU head for the DM explorer: ``DM_HEADS[0]`` outputs 0.5 everywhere (logits 0); ``DM_HEADS[1]``
+    looks trained on a happiness face: the table's happiness row clipped to [0.05, 0.95]."""
+    if head == DM_HEADS[0]:
+        return np.full(len(rel.attributes), 0.5)
+    if head == DM_HEADS[1]:
+        row = "happiness" if "happiness" in rel.classes else rel.classes[0]
+        return np.clip(rel.table.loc[row].to_numpy(dtype=float), 0.05, 0.95)
+    raise ValueError(f"head must be one of {DM_HEADS}, got {head!r}")
+
+
+def dm_terms(p_class: Sequence[float], rel: Relatedness, au_probs: Sequence[float],
+             reduction: str = "mean") -> dict:
+    """The coupling terms of ONE face (P0/P1 §3.2; ``losses``): q = p(c|x) · R, DM class -> AU with
+    ``reduction`` between q and the AU head's ``au_probs``, and co-annotation class -> AU (soft and hard) for
+    the face labelled with its most probable expression and no AU label. Returns ``q`` and the three losses."""
+    import torch
+
+    from . import losses
+
+    p = torch.tensor(np.asarray(p_class, dtype=float))[None]
+    a = torch.tensor(np.clip(np.asarray(au_probs, dtype=float), 1e-6, 1 - 1e-6))[None]
+    class_logits, au_logits = torch.log(p.clamp(min=1e-12)), torch.logit(a)
+    r = losses.relatedness_tensor(rel, class_logits)
+    target = p.argmax(dim=1)
+    no_au = torch.zeros_like(a, dtype=torch.bool)
+
+    def coann(mode: str) -> float:
+        return float(losses.co_annotation(class_logits, au_logits, target, torch.ones(1, dtype=torch.bool),
+                                          torch.zeros_like(a), no_au, r, mode=mode, direction="class_to_attr"))
+
+    dm = losses.distribution_matching(class_logits, au_logits, r, direction="class_to_attr", reduction=reduction)
+    return {"q": (p @ r)[0].numpy(), f"DM class → AU ({reduction})": float(dm),
+            "co-annotation soft": coann("soft"), "co-annotation hard": coann("hard")}
+
+
+def _dm_loss_frame(terms: Mapping) -> pd.DataFrame:
+    return pd.Series({k: v for k, v in terms.items() if k != "q"}, name="loss").to_frame()
+
+
+def _dm_figure(p: np.ndarray, rel: Relatedness, au_probs: np.ndarray, table: str, head: str) -> Figure:
+    q = p @ rel.table.to_numpy(dtype=float)
+    top = ", ".join(f"{c} {v:.2f}" for c, v in sorted(zip(rel.classes, p), key=lambda t: -t[1])[:3])
+    fig = plots.distribution_match(q, au_probs, list(rel.attributes), figsize=(7.5, 3.6),
+                                   title=f"{table}; AU head {head.split(' (')[0]}\np(c|x): {top}")
+    return fig
+
+
+def dm_explorer(tables: Relatedness | Mapping[str, Relatedness], probs: Sequence[float] | None = None,
+                interactive: bool | None = None):
+    """Distribution matching by hand on one face (notebook 00): sliders for the face's expression
+    probabilities (renormalised to sum to 1), a table dropdown, the AU head (:data:`DM_HEADS`) and the DM
+    reduction. Shows q = p(c|x) · R (blue) against the AU head (orange) and the loss terms of :func:`dm_terms`.
+    ``probs`` default: uniform. Fallback: :class:`Views` with that figure and the loss table for the defaults."""
+    tables = _tables(tables)
+    first = next(iter(tables.values()))
+    start = _renormalise(np.ones(len(first.classes)) if probs is None else probs)
+    if not use_widgets(interactive):
+        name, head = next(iter(tables)), DM_HEADS[0]
+        au = dm_head(first, head)
+        return Views([_dm_figure(start, first, au, name, head), _dm_loss_frame(dm_terms(start, first, au))])
+    w = _ipywidgets()
+    sliders = [w.FloatSlider(value=float(v), min=0.0, max=1.0, step=0.01, description=c, continuous_update=False)
+               for c, v in zip(first.classes, start)]
+    table = w.Dropdown(options=list(tables), description="table")
+    head = w.Dropdown(options=list(DM_HEADS), description="AU head")
+    reduction = w.ToggleButtons(options=["mean", "sum"], description="DM reduction")
+    image, info = w.Image(format="png"), w.HTML()
+
+    def render(*_) -> None:
+        rel = tables[table.value]
+        p = _renormalise([s.value for s in sliders])
+        au = dm_head(rel, head.value)
+        image.value = _png(_dm_figure(p, rel, au, table.value, head.value))
+        norm = pd.Series(p, index=list(rel.classes), name="p(c|x)").to_frame().T
+        info.value = (f"<b>renormalised</b>{_html_table(norm, 2)}<b>losses</b>"
+                      f"{_html_table(_dm_loss_frame(dm_terms(p, rel, au, reduction.value)), 4)}")
+
+    for control in (*sliders, table, head, reduction):
+        control.observe(render, names="value")
+    render()
+    return w.VBox([w.HBox([w.VBox(sliders), w.VBox([table, head, reduction, info])]), image])
+
+
+# ---------------------------------------------------------------------------------------------- 02: face browser
+BROWSER_VARIANTS = {"st": "ST", "mt": "MT", "mt_dm": "MT + DM"}
+
+
+def variant_predictions(models: Mapping[tuple, object], sources: Mapping[str, object], seed: int,
+                        variants: Mapping[str, str] | None = None, device: str = "auto") -> dict:
+    """Predictions of the networks kept by ``experiments.compare_coupling(models=...)`` (keys ``(variant, seed,
+    tasks)``; ST has one network per task) on every source: ``{label: {source: {task: array}}}``."""
+    from . import train
+
+    out: dict = {}
+    for variant, label in (variants or BROWSER_VARIANTS).items():
+        nets = [m for (v, s, _), m in models.items() if v == variant and s == seed]
+        if not nets:
+            raise KeyError(f"no network of variant {variant!r} and seed {seed} in models")
+        out[label] = {name: {task: pred for net in nets
+                             for task, pred in train.predict(net, src, device=device).items()}
+                      for name, src in sources.items()}
+    return out
+
+
+def unlabelled_active(table: pd.DataFrame, unlabelled: Sequence[str]) -> np.ndarray:
+    """Rows whose true label of at least one AU in ``unlabelled`` (no training source labels it) is 1."""
+    cols = [a for a in unlabelled if a in table.columns]
+    if not cols:
+        return np.zeros(len(table), dtype=bool)
+    values = table[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return (np.nan_to_num(values, nan=0.0) >= 0.5).any(axis=1)
+
+
+def _source_tasks(table: pd.DataFrame) -> list[Task]:
+    """The face tasks whose columns the table has and labels at least one row of."""
+    return [t for t in FACE_TASKS if all(c in table.columns for c in t.columns) and table[list(t.columns)].notna()
+            .to_numpy().any()]
+
+
+def _face_rows(table: pd.DataFrame, i: int, preds: Mapping[str, Mapping[str, np.ndarray]]) -> list[list[str]]:
+    """One row per labelled task: task, true label, then each variant's prediction."""
+    row = table.iloc[i]
+    return [[t.name, _truth(t, row), *(_prediction(t, p[t.name][i]) if t.name in p else "—" for p in preds.values())]
+            for t in _source_tasks(table)]
+
+
+def _face_gallery(images: np.ndarray, table: pd.DataFrame, index: np.ndarray,
+                  preds: Mapping[str, Mapping[str, np.ndarray]], title: str, ncols: int = 4) -> Figure:
+    n = max(1, len(index))
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    captions = []
+    for i in index:
+        lines = []
+        for task, truth, *guess in _face_rows(table, i, preds):
+            lines.append(f"{task} label: {truth}")
+            lines += [f"  {label}: {g}" for label, g in zip(preds, guess)]
+        captions.append("\n".join(textwrap.fill(x, 34, subsequent_indent="      ") for x in lines))
+    lines = max([c.count("\n") + 1 for c in captions] or [1])
+    fig, axes = plots.subplots(nrows, ncols, figsize=(2.5 * ncols, (2.2 + 0.16 * lines) * nrows),
+                               layout="constrained")
+    for k, ax in enumerate(axes.ravel()):
+        ax.grid(False)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= len(index):
+            ax.set_visible(False)
+            if not len(index) and k == 0:
+                ax.set_visible(True)
+                ax.text(0.5, 0.5, "no face matches", ha="center", va="center", transform=ax.transAxes)
+            continue
+        img = images[index[k]]
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                  vmin=0, vmax=255)
+        ax.set_title(_header(table, index[k]), fontsize=9)
+        ax.set_xlabel(captions[k], fontsize=8, loc="left")
+    fig.suptitle(title, y=0.995, va="top")
+    fig.get_layout_engine().set(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def _face_html(table: pd.DataFrame, i: int, preds: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    head = "".join(f"<th>{html.escape(x)}</th>" for x in ("task", "label", *preds))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>"
+                   for row in _face_rows(table, i, preds))
+    return f"<b>{html.escape(_header(table, i))}</b><table><tr>{head}</tr>{body}</table>"
+
+
+def face_browser(sources: Mapping[str, object], predictions: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                 unlabelled: Sequence[str] = (), interactive: bool | None = None, n: int = 4,
+                 only_unlabelled: bool = True):
+    """Browse test faces (notebook 02): image, true labels and each variant's prediction side by side.
+
+    ``sources``: test set name -> ``Source``; ``predictions``: variant label -> source -> task -> array (one row
+    per face; :func:`variant_predictions`). ``unlabelled``: AUs no training source labels; the filter keeps only
+    faces on which one of them is truly active (:func:`unlabelled_active`). Interactive: a test-set dropdown,
+    the filter checkbox and a face slider. Fallback: :class:`Figures`, one gallery of the first ``n`` faces per
+    test set (filtered when ``only_unlabelled`` and the set has such faces)."""
+    sources = dict(sources)
+    data = {name: (np.asarray(src.images), src.table.reset_index(drop=True)) for name, src in sources.items()}
+    preds = {name: {label: p[name] for label, p in predictions.items()} for name in sources}
+
+    def chosen(name: str, only: bool) -> np.ndarray:
+        table = data[name][1]
+        return np.flatnonzero(unlabelled_active(table, unlabelled)) if only else np.arange(len(table))
+
+    if not use_widgets(interactive):
+        figs = []
+        for name in sources:
+            index = chosen(name, only_unlabelled)
+            only = only_unlabelled and len(index) > 0
+            index = (index if only else chosen(name, False))[:n]
+            what = "faces with an unlabelled AU active" if only else "first faces"
+            figs.append(_face_gallery(data[name][0], data[name][1], index, preds[name], f"{name} test: {what}"))
+        return Figures(figs)
+    w = _ipywidgets()
+    source = w.Dropdown(options=list(sources), description="test set")
+    only = w.Checkbox(value=False, description="only faces where an AU no source labels is active", indent=False)
+    face = w.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)
+    image, text = w.Image(format="png"), w.HTML()
+    updating = [False]
+
+    def render(*_) -> None:
+        if updating[0]:
+            return
+        index = chosen(source.value, only.value)
+        if not len(index):
+            image.value, text.value = b"", "<i>no face of this test set matches the filter</i>"
+            return
+        images, table = data[source.value]
+        i = int(index[min(face.value, len(index) - 1)])
+        image.value = _image_png(images[i])
+        text.value = f"{len(index)} faces; " + _face_html(table, i, preds[source.value])
+
+    def on_filter(*_) -> None:
+        updating[0] = True
+        try:
+            face.max = max(0, len(chosen(source.value, only.value)) - 1)
+            face.value = 0
+        finally:
+            updating[0] = False
+        render()
+
+    source.observe(on_filter, names="value")
+    only.observe(on_filter, names="value")
+    face.observe(render, names="value")
+    on_filter()
+    return w.VBox([w.HBox([source, only]), face, w.HBox([image, text])])
+
+
+# ---------------------------------------------------------------------------------------------- 05: compound faces
+def compound_scores(au_probs: Sequence[float], rel: Relatedness, scorings: Sequence[str] | None = None) -> pd.DataFrame:
+    """Scores of ONE face's AU probabilities against every class of ``rel`` under each scoring rule
+    (``zeroshot.zero_shot_scores``): classes x rules."""
+    from . import zeroshot
+
+    p = np.asarray(au_probs, dtype=float)[None]
+    profiles = rel.table.to_numpy(dtype=float)
+    return pd.DataFrame({s: zeroshot.zero_shot_scores(p, profiles, s)[0] for s in (scorings or zeroshot.SCORINGS)},
+                        index=list(rel.classes))
+
+
+def _compound_figure(au_probs: np.ndarray, rel: Relatedness, true_class: str, title: str) -> Figure:
+    """Top: the face's AU probabilities; below: each class's AU set, its cells coloured by those probabilities."""
+    profiles = rel.table.to_numpy(dtype=float)
+    k, c = len(rel.attributes), len(rel.classes)
+    fig, axes = plots.subplots(2, 1, figsize=(8.0, 2.0 + 0.3 * c), layout="constrained",
+                               gridspec_kw={"height_ratios": [1.2, 0.3 * c]}, sharex=True)
+    top, grid = axes[0, 0], axes[1, 0]
+    top.bar(np.arange(k), au_probs, color="C1")
+    top.set_ylim(0, 1)
+    top.set_ylabel("p(AU)")
+    top.set_title(title)
+    shown = np.where(profiles > 0, au_probs[None, :], np.nan)
+    image = grid.imshow(shown, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    rows, cols = np.nonzero(profiles > 0)
+    for r, j in zip(rows, cols):
+        grid.text(j, r, f"{au_probs[j]:.1f}", ha="center", va="center", fontsize=8,
+                  color="black" if au_probs[j] > 0.5 else "white")
+    grid.set_yticks(np.arange(c), [f"▶ {n}" if n == true_class else n for n in rel.classes], fontsize=9)
+    grid.set_xticks(np.arange(k), list(rel.attributes), rotation=90, fontsize=9)
+    grid.grid(False)
+    grid.set_title("each class's AU set, coloured by the face's p(AU) (▶ the true class)", fontsize=9)
+    fig.colorbar(image, ax=list(axes[:, 0]), shrink=0.6, label="p(AU)")
+    return fig
+
+
+def _compound_label(rel: Relatedness, labels: np.ndarray, i: int) -> str:
+    return rel.classes[int(labels[i])]
+
+
+def _scores_marked(scores: pd.DataFrame) -> pd.DataFrame:
+    """The scores rounded, with each rule's winner marked."""
+    out = scores.round(3).astype(str)
+    for col in scores:
+        out.loc[scores[col].idxmax(), col] += " ◀"
+    return out
+
+
+def compound_explorer(au_probs: np.ndarray, rel: Relatedness, labels: Sequence[int], interactive: bool | None = None,
+                      n_classes: int = 3):
+    """Zero-shot on compound faces (notebook 05): pick a compound class and one of its test faces; see the
+    trained network's AU probabilities against each class's AU set (``rel``, the compound table) and the score
+    of every class under each rule of ``zeroshot.zero_shot_scores`` (the winner marked ◀). ``au_probs``:
+    ``(N, K)``; ``labels``: class codes (rows of ``rel``). Fallback: :class:`Views` with the figure and the
+    score table for the first face of the first ``n_classes`` classes present."""
+    au_probs, labels = np.asarray(au_probs, dtype=float), np.asarray(labels, dtype=int)
+    if au_probs.ndim != 2 or len(au_probs) != len(labels) or au_probs.shape[1] != len(rel.attributes):
+        raise ValueError(f"au_probs must be (N, {len(rel.attributes)}) with N = {len(labels)} labels, "
+                         f"got {au_probs.shape}")
+    present = [c for c in range(len(rel.classes)) if (labels == c).any()]
+    if not present:
+        raise ValueError("compound_explorer: no faces")
+
+    def title(i: int) -> str:
+        return f"face #{i}, true class {_compound_label(rel, labels, i)}"
+
+    if not use_widgets(interactive):
+        views = []
+        for c in present[:n_classes]:
+            i = int(np.flatnonzero(labels == c)[0])
+            views += [_compound_figure(au_probs[i], rel, rel.classes[c], title(i)),
+                      _scores_marked(compound_scores(au_probs[i], rel)).rename_axis(title(i))]
+        return Views(views)
+    w = _ipywidgets()
+    cls = w.Dropdown(options=[(rel.classes[c], c) for c in present], description="class")
+    face = w.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)
+    image, table = w.Image(format="png"), w.HTML()
+    updating = [False]
+
+    def render(*_) -> None:
+        if updating[0]:
+            return
+        i = int(np.flatnonzero(labels == cls.value)[face.value])
+        image.value = _png(_compound_figure(au_probs[i], rel, rel.classes[cls.value], title(i)))
+        table.value = f"<b>{html.escape(title(i))}</b>{_scores_marked(compound_scores(au_probs[i], rel)).to_html()}"
+
+    def on_class(*_) -> None:
+        updating[0] = True
+        try:
+            face.max = int((labels == cls.value).sum()) - 1
+            face.value = 0
+        finally:
+            updating[0] = False
+        render()
+
+    cls.observe(on_class, names="value")
+    face.observe(render, names="value")
+    on_class()
+    return w.VBox([w.HBox([cls, face]), w.HBox([image, table])])

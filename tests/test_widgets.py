@@ -148,3 +148,184 @@ def test_sample_browser_errors(samples):
         widgets.sample_browser(images, table, {"expr": preds["expr"][:4]}, interactive=False)
     with pytest.raises(ValueError, match="5 table rows"):
         widgets.sample_browser(images[:3], table, interactive=False)
+
+
+# ---------------------------------------------------------------------------------------------- notebook 00: DM
+@pytest.fixture
+def du_tables():
+    from fbhelpers import relatedness
+
+    return {"DU": relatedness.prior("du2014_basic"), "binary": relatedness.prior("du2014_basic", weights="binary")}
+
+
+def test_dm_terms_q_is_p_times_r_and_losses(du_tables):
+    rel = du_tables["DU"]
+    p = widgets._renormalise([0, 2, 1, 0, 1, 0, 0])
+    assert np.allclose(p, [0, 0.5, 0.25, 0, 0.25, 0, 0])
+    terms = widgets.dm_terms(p, rel, np.full(17, 0.5), "mean")
+    assert np.allclose(terms["q"], p @ rel.table.to_numpy())
+    assert terms["DM class → AU (mean)"] == pytest.approx(np.log(2), abs=1e-6)
+    total = widgets.dm_terms(p, rel, np.full(17, 0.5), "sum")["DM class → AU (sum)"]
+    assert total == pytest.approx(17 * np.log(2), abs=1e-5)
+    # co-annotation targets R[anger] for the face labelled anger: the head equal to that row gives its entropy
+    row = rel.table.loc["anger"].to_numpy()
+    soft = widgets.dm_terms(p, rel, row, "mean")["co-annotation soft"]
+    r = np.clip(row, 1e-6, 1 - 1e-6)
+    assert soft == pytest.approx(float(np.mean(-(r * np.log(r) + (1 - r) * np.log(1 - r)))), abs=1e-4)
+    assert widgets.dm_terms(widgets._renormalise([0] * 7), rel, row)["q"] == pytest.approx(
+        np.full(7, 1 / 7) @ rel.table.to_numpy())
+
+
+def test_dm_explorer_fallback_figure_and_losses(du_tables):
+    out = widgets.dm_explorer(du_tables, interactive=False)
+    assert isinstance(out, widgets.Views) and len(out) == 2
+    fig, loss = out
+    ax = fig.axes[0]
+    heights = np.array([b.get_height() for b in ax.patches])
+    q = np.full(7, 1 / 7) @ du_tables["DU"].table.to_numpy()
+    assert np.allclose(heights[:17], q) and np.allclose(heights[17:34], 0.5)
+    assert loss.loc["DM class → AU (mean)", "loss"] == pytest.approx(np.log(2), abs=1e-6)
+    assert list(loss.index) == ["DM class → AU (mean)", "co-annotation soft", "co-annotation hard"]
+    assert fig.get_size_inches()[0] <= 10
+
+
+def test_dm_explorer_widgets_respond(du_tables):
+    box = widgets.dm_explorer(du_tables, interactive=True)
+    sliders = box.children[0].children[0].children
+    table, head, reduction, info = box.children[0].children[1].children
+    image = box.children[1]
+    assert len(sliders) == 7 and image.value[:4] == b"\x89PNG"
+    before, text = image.value, info.value
+    assert "DM class → AU (mean)" in text and "0.6931" in text
+    sliders[4].value = 1.0  # happiness up: q and the figure change
+    assert image.value != before and info.value != text
+    reduction.value = "sum"
+    assert "DM class → AU (sum)" in info.value
+    fig_before, text = image.value, info.value
+    head.value = widgets.DM_HEADS[1]
+    assert image.value != fig_before and info.value != text
+    fig_before = image.value
+    table.value = "binary"
+    assert image.value != fig_before
+
+
+# ---------------------------------------------------------------------------------------------- notebook 02: faces
+@pytest.fixture
+def browser(samples):
+    images, table, preds = samples
+    table = table.copy()
+    table["AU10"] = [0.0, 1.0, np.nan, 1.0, 0.0]
+    table["AU24"] = [0.0, 0.0, 0.0, 0.0, 1.0]
+    src = Source("twin", table, images)
+    variants = {"ST": {"twin": {"expr": preds["expr"]}},
+                "MT": {"twin": {"expr": preds["expr"], "au": preds["au"]}},
+                "MT + DM": {"twin": {"expr": preds["expr"][::-1], "au": 1 - preds["au"]}}}
+    return {"twin": src}, variants
+
+
+def test_unlabelled_active_selects_exactly_those_faces(browser):
+    sources, _ = browser
+    table = sources["twin"].table
+    assert widgets.unlabelled_active(table, ["AU10", "AU24"]).tolist() == [False, True, False, True, True]
+    assert widgets.unlabelled_active(table, ["AU24"]).tolist() == [False, False, False, False, True]
+    assert not widgets.unlabelled_active(table, []).any()
+
+
+def test_face_browser_fallback_gallery_with_three_predictions(browser):
+    sources, preds = browser
+    (fig,) = widgets.face_browser(sources, preds, ["AU10", "AU24"], interactive=False, n=4)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["#1 twin test", "#3 twin test", "#4 twin test"]
+    caption = visible[0].get_xlabel().split("\n")
+    assert caption[:4] == ["expr label: neutral", "  ST: happiness (0.70)", "  MT: happiness (0.70)",
+                           "  MT + DM: happiness (0.70)"]
+    assert "  ST: —" in caption and any(line.startswith("  MT + DM: AU1") for line in caption)
+    (fig,) = widgets.face_browser(sources, preds, ["AU10"], interactive=False, only_unlabelled=False, n=2)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["#0 twin test", "#1 twin test"]
+
+
+def test_face_browser_widgets_filter_and_slider(browser):
+    sources, preds = browser
+    box = widgets.face_browser(sources, preds, ["AU10", "AU24"], interactive=True)
+    (source, only), face, (image, text) = box.children[0].children, box.children[1], box.children[2].children
+    assert face.max == 4 and "#0 twin test" in text.value and "<th>MT + DM</th>" in text.value
+    first = image.value
+    face.value = 2
+    assert "#2 twin test" in text.value and image.value != first
+    only.value = True
+    assert face.max == 2 and face.value == 0 and "#1 twin test" in text.value and "3 faces" in text.value
+    face.value = 2
+    assert "#4 twin test" in text.value
+
+
+def test_variant_predictions_merges_st_networks():
+    import torch
+
+    from fbhelpers import models
+    from fbhelpers.tasks import FACE_TASKS
+
+    torch.manual_seed(0)
+    table = pd.DataFrame({"split": "test", "expr": pd.array([0, 1], dtype="Int64")})
+    src = Source("twin", table, np.zeros((2, 16, 16, 3), dtype=np.uint8))
+    nets = {("st", 0, "expr"): models.MultiHeadNet((EXPR,), "cnn4", widths=(4, 4, 4, 4)),
+            ("st", 0, "au"): models.MultiHeadNet((AU,), "cnn4", widths=(4, 4, 4, 4)),
+            ("mt", 0, "expr+au+va"): models.MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4)),
+            ("mt", 1, "expr+au+va"): models.MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4))}
+    out = widgets.variant_predictions(nets, {"twin": src}, seed=0, variants={"st": "ST", "mt": "MT"}, device="cpu")
+    assert sorted(out["ST"]["twin"]) == ["au", "expr"] and sorted(out["MT"]["twin"]) == ["au", "expr", "va"]
+    assert out["ST"]["twin"]["au"].shape == (2, 17)
+    with pytest.raises(KeyError, match="mt_dm"):
+        widgets.variant_predictions(nets, {"twin": src}, seed=0, variants={"mt_dm": "MT + DM"}, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- notebook 05: compound
+@pytest.fixture
+def compound():
+    from fbhelpers import relatedness, zeroshot
+    from fbhelpers.tasks import AUS
+
+    rel = relatedness.prior("du2014_compound").align(zeroshot.RAFDB_COMPOUND, AUS)
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    probs = rng.uniform(0.01, 0.99, size=(len(labels), 17))
+    return rel, probs, labels
+
+
+def test_compound_scores_equal_zero_shot_scores(compound):
+    from fbhelpers import zeroshot
+
+    rel, probs, _ = compound
+    table = widgets.compound_scores(probs[3], rel)
+    assert list(table.columns) == list(zeroshot.SCORINGS) and list(table.index) == list(rel.classes)
+    for s in zeroshot.SCORINGS:
+        assert np.allclose(table[s], zeroshot.zero_shot_scores(probs[3:4], rel.table.to_numpy(), s)[0])
+
+
+def test_compound_explorer_fallback_first_face_per_class(compound):
+    rel, probs, labels = compound
+    out = widgets.compound_explorer(probs, rel, labels, interactive=False, n_classes=2)
+    assert isinstance(out, widgets.Views) and len(out) == 4
+    fig, table, fig2, table2 = out
+    assert isinstance(fig, Figure) and fig.axes[0].get_title() == f"face #0, true class {rel.classes[0]}"
+    assert fig2.axes[0].get_title() == f"face #2, true class {rel.classes[1]}"
+    assert np.allclose([b.get_height() for b in fig.axes[0].patches], probs[0])
+    best = widgets.compound_scores(probs[2], rel)["mean"].idxmax()
+    assert table2.loc[best, "mean"].endswith("◀") and table2.index.name == fig2.axes[0].get_title()
+    assert fig.get_size_inches()[0] <= 10
+
+
+def test_compound_explorer_widgets_respond(compound):
+    rel, probs, labels = compound
+    box = widgets.compound_explorer(probs, rel, labels, interactive=True)
+    (cls, face), (image, table) = box.children[0].children, box.children[1].children
+    assert [v for _, v in cls.options] == [0, 1, 2] and face.max == 1
+    assert "face #0" in table.value
+    before = image.value
+    face.value = 1
+    assert "face #1" in table.value and image.value != before
+    cls.value = 2
+    assert face.max == 2 and face.value == 0 and "face #3" in table.value
+    expected = widgets.compound_scores(probs[3], rel)["loglik"].round(3)
+    assert all(f"{v}" in table.value for v in expected.astype(str))
+    face.value = 2
+    assert "face #5" in table.value
