@@ -247,7 +247,7 @@ def test_face_browser_fallback_gallery_with_three_predictions(browser):
 def test_face_browser_widgets_filter_and_slider(browser):
     sources, preds = browser
     box = widgets.face_browser(sources, preds, ["AU10", "AU24"], interactive=True)
-    (source, only), face, (image, text) = box.children[0].children, box.children[1], box.children[2].children
+    (_, only), face, (image, text) = box.children[0].children, box.children[1], box.children[2].children
     assert face.max == 4 and "#0 twin test" in text.value and "<th>MT + DM</th>" in text.value
     first = image.value
     face.value = 2
