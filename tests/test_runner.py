@@ -24,6 +24,7 @@ record("twice", SCALE * 2)
 record("steps", OVERRIDES.get("steps"))
 record("profile", PROFILE)
 fig = plt.figure(figsize=(1, 1))
+plt.plot([0, 1])  # an inline PNG output in the executed notebook, too
 fig.savefig(OUTPUT_DIR + "/curve.png")"""
 
 
@@ -123,6 +124,21 @@ def test_suite_writes_metrics_and_summaries(suite):
     assert "| twice | 6 |" in md
     assert "[curve.png](01_good/curve.png)" in md
     assert "## 02_bad" in md and "**FAILED**" in md
+
+
+def test_suite_writes_the_html_report_and_exports_every_notebook(suite):
+    """Each executed notebook gets an HTML export beside it with its inline figure embedded, and summary.html the
+    claims table (its notebooks are not the suite's: n/a) and the key figure (here the first one) as base64."""
+    result, _ = suite
+    for nb in result.notebooks:
+        assert nb.html == nb.executed.with_suffix(".html") and nb.html.is_file() and nb.html_error is None
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', result.notebooks[0].html.read_text())
+    md = result.summary_md.read_text()
+    assert md.index("## Claims") < md.index("## 01_good")
+    assert "![curve](01_good/curve.png)" in md and "[01_good.html](01_good.html)" in md
+    page = result.summary_html.read_text()
+    assert "<th>holds?</th>" in page and "n/a" in page
+    assert page.count('<img src="data:image/png;base64,') == 1
 
 
 def test_failure_names_notebook_cell_and_error_and_keeps_successes(suite):
