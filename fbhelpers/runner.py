@@ -353,7 +353,7 @@ class NotebookError:
 @dataclass
 class NotebookResult:
     """One executed notebook: ``executed`` (the output .ipynb), ``output_dir`` (its OUTPUT_DIR), wall time,
-    its recorded ``metrics``, the PNG ``figures`` it saved into OUTPUT_DIR, and ``error`` (None if it ran);
+    its recorded ``metrics``, the PNG ``figures`` it saved at the top of OUTPUT_DIR, and ``error`` (None if it ran);
     ``html`` its HTML export once ``export_html`` made it, else ``html_error`` says why not."""
 
     name: str
@@ -542,7 +542,7 @@ def run_notebook(
     except ValueError as err:
         metrics = {}
         error = error or NotebookError(None, "", "ValueError", str(err))
-    figures = sorted(nb_out.rglob("*.png"))
+    figures = sorted(nb_out.glob("*.png"))   # what it saved at its top level; subfolders hold data (rendered faces)
     return NotebookResult(name, executed, nb_out, seconds, metrics, figures, error)
 
 

@@ -25,7 +25,10 @@ record("steps", OVERRIDES.get("steps"))
 record("profile", PROFILE)
 fig = plt.figure(figsize=(1, 1))
 plt.plot([0, 1])  # an inline PNG output in the executed notebook, too
-fig.savefig(OUTPUT_DIR + "/curve.png")"""
+fig.savefig(OUTPUT_DIR + "/curve.png")
+import os
+os.makedirs(OUTPUT_DIR + "/faces")   # data the notebook writes (e.g. rendered images), not a figure
+fig.savefig(OUTPUT_DIR + "/faces/0001.png")"""
 
 
 def _write(path, cells):
@@ -122,7 +125,8 @@ def test_suite_writes_metrics_and_summaries(suite):
         ("02_bad", "before", "1")}
     md = result.summary_md.read_text()
     assert "| twice | 6 |" in md
-    assert "[curve.png](01_good/curve.png)" in md
+    assert "[curve.png](01_good/curve.png)" in md and "0001.png" not in md
+    assert [f.name for f in result.notebooks[0].figures] == ["curve.png"]
     assert "## 02_bad" in md and "**FAILED**" in md
 
 
