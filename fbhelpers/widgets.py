@@ -38,6 +38,21 @@ class Figures(list):
             display(fig)
 
 
+class _Updating:
+    """An explorer's guard: inside ``with updating:`` its render callback returns at once, so that several controls
+    reset together (a dropdown's options, a slider's range) render once, after."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __enter__(self) -> "_Updating":
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.active = False
+
+
 def _ipywidgets():
     try:
         import ipywidgets
@@ -113,10 +128,10 @@ def relatedness_explorer(rels: Relatedness | Mapping[str, Relatedness] | Sequenc
     cls = w.Dropdown(options=[ALL_CLASSES, *first.classes], description="class")
     image = w.Image(format="png")
     info = w.HTML()
-    updating = [False]
+    updating = _Updating()
 
     def render(*_) -> None:
-        if updating[0]:
+        if updating.active:
             return
         rel = tables[table.value]
         if cls.value == ALL_CLASSES:
@@ -130,12 +145,9 @@ def relatedness_explorer(rels: Relatedness | Mapping[str, Relatedness] | Sequenc
     def on_table(_) -> None:
         rel = tables[table.value]
         keep = cls.value if cls.value in rel.classes else ALL_CLASSES
-        updating[0] = True
-        try:
+        with updating:
             cls.options = [ALL_CLASSES, *rel.classes]
             cls.value = keep
-        finally:
-            updating[0] = False
         render()
 
     table.observe(on_table, names="value")
@@ -523,10 +535,10 @@ def face_browser(sources: Mapping[str, object], predictions: Mapping[str, Mappin
     only = w.Checkbox(value=False, description="only faces where an AU no source labels is active", indent=False)
     face = w.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)
     image, text = w.Image(format="png"), w.HTML()
-    updating = [False]
+    updating = _Updating()
 
     def render(*_) -> None:
-        if updating[0]:
+        if updating.active:
             return
         index = chosen(source.value, only.value)
         if not len(index):
@@ -538,12 +550,9 @@ def face_browser(sources: Mapping[str, object], predictions: Mapping[str, Mappin
         text.value = f"{len(index)} faces; " + _face_html(table, i, preds[source.value])
 
     def on_filter(*_) -> None:
-        updating[0] = True
-        try:
+        with updating:
             face.max = max(0, len(chosen(source.value, only.value)) - 1)
             face.value = 0
-        finally:
-            updating[0] = False
         render()
 
     source.observe(on_filter, names="value")
@@ -631,22 +640,19 @@ def compound_explorer(au_probs: np.ndarray, rel: Relatedness, labels: Sequence[i
     cls = w.Dropdown(options=[(rel.classes[c], c) for c in present], description="class")
     face = w.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)
     image, table = w.Image(format="png"), w.HTML()
-    updating = [False]
+    updating = _Updating()
 
     def render(*_) -> None:
-        if updating[0]:
+        if updating.active:
             return
         i = int(np.flatnonzero(labels == cls.value)[face.value])
         image.value = _png(_compound_figure(au_probs[i], rel, rel.classes[cls.value], title(i)))
         table.value = f"<b>{html.escape(title(i))}</b>{_scores_marked(compound_scores(au_probs[i], rel)).to_html()}"
 
     def on_class(*_) -> None:
-        updating[0] = True
-        try:
+        with updating:
             face.max = int((labels == cls.value).sum()) - 1
             face.value = 0
-        finally:
-            updating[0] = False
         render()
 
     cls.observe(on_class, names="value")
