@@ -1,0 +1,1 @@
+"""Benchmarks behind `python -m fbhelpers bench` (README §Performance)."""
