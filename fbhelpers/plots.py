@@ -9,6 +9,7 @@ Paper references: P0 = arXiv 1910.11111, P1 = arXiv 2105.03790, P2 = arXiv 2401.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -223,31 +224,64 @@ def estimate_with_ci(rel: Relatedness, classes: Sequence[str] | None = None,
     return fig
 
 
+_AU_NAME = re.compile(r"AU(\d+)")
+
+
+def attribute_order(lists: Sequence[Sequence[str]]) -> list[str]:
+    """The union of several tables' attribute names in one canonical order: AU names (``AU<k>``) by their
+    number, so that an AU only some tables have sits in place rather than after AU26; other names in the first
+    table's order, a name the first table lacks placed right after the name that precedes it in its own table."""
+    merged: list[str] = []
+    for names in lists:
+        after = -1
+        for name in names:
+            if name in merged:
+                after = merged.index(name)
+            else:
+                merged.insert(after + 1, name)
+                after += 1
+    if merged and all(_AU_NAME.fullmatch(str(n)) for n in merged):
+        merged.sort(key=lambda n: int(_AU_NAME.fullmatch(str(n)).group(1)))
+    return merged
+
+
 def relatedness_profile(rels: Relatedness | Sequence[Relatedness], cls: str, ax: Axes | None = None,
-                        title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
+                        title: str | None = None, figsize: tuple[float, float] | None = None,
+                        labels: Sequence[str] | None = None, colors: Sequence | None = None,
+                        selected: int | None = None) -> Figure:
     """One class row, p(attribute | ``cls``), as bars, one bar colour per table (e.g. prior vs estimate of P1 §4),
-    with interval error bars where a table has them; attributes are the union over tables in first-seen order."""
+    with interval error bars where a table has them. Attributes are the union over tables in
+    :func:`attribute_order` (AUs by number); a table that lacks an attribute has no bar there. ``labels``: the
+    legend label of each table (default its ``name``); ``colors``: each table's bar colour (default C0, C1, ...
+    in the order given), so that a caller can keep a table's colour fixed whatever else is shown; ``selected``:
+    the index of a table whose bars get a black edge. Tables without ``cls`` are skipped."""
     rels = [rels] if isinstance(rels, Relatedness) else list(rels)
-    rels = [r for r in rels if cls in r.classes]
-    if not rels:
+    labels = [r.name for r in rels] if labels is None else list(labels)
+    colors = [f"C{k % 10}" for k in range(len(rels))] if colors is None else list(colors)
+    if len(labels) != len(rels) or len(colors) != len(rels):
+        raise ValueError(f"{len(rels)} tables but {len(labels)} labels and {len(colors)} colours")
+    keep = [k for k, r in enumerate(rels) if cls in r.classes]
+    if not keep:
         raise KeyError(f"class {cls!r} is in none of the tables")
-    attrs = list(dict.fromkeys(a for r in rels for a in r.attributes))
+    attrs = attribute_order([rels[k].attributes for k in keep])
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(16.0, 2.5 + 0.4 * len(attrs) * max(1, len(rels) / 2)), 3.8))
-    width = 0.8 / len(rels)
+    fig, ax = _one(ax, figsize or (min(10.0, 2.5 + 0.4 * len(attrs) * max(1, len(keep) / 2)), 3.8))
+    width = 0.8 / len(keep)
     x = np.arange(len(attrs))
-    for k, rel in enumerate(rels):
+    for slot, k in enumerate(keep):
+        rel = rels[k]
         have = [i for i, a in enumerate(attrs) if a in rel.attributes]
         names = [attrs[i] for i in have]
         est = rel.table.loc[cls, names].to_numpy()
         err = None
         if rel.ci_low is not None:
             err = [est - rel.ci_low.loc[cls, names].to_numpy(), rel.ci_high.loc[cls, names].to_numpy() - est]
-        ax.bar(x[have] - 0.4 + width * (k + 0.5), est, width, yerr=err, capsize=2, color=f"C{k}",
-               label=f"{rel.name}{UNCERTAIN_MARK if cls in rel.uncertain else ''}",
-               error_kw={"lw": 0.8})
+        edge = {"edgecolor": "black", "linewidth": 1.2} if k == selected else {}
+        ax.bar(x[have] - 0.4 + width * (slot + 0.5), est, width, yerr=err, capsize=2, color=colors[k],
+               label=f"{labels[k]}{UNCERTAIN_MARK if cls in rel.uncertain else ''}", error_kw={"lw": 0.8}, **edge)
     step = max(1, math.ceil(len(attrs) / MAX_TICKS))
     _xticks(ax, x[::step], [_short(a) for a in attrs[::step]])
+    ax.set_xlim(-0.6, len(attrs) - 0.4)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"p(attribute | {cls})")
     ax.set_title(title or f"relatedness profile of {cls!r}")

@@ -117,14 +117,18 @@ def relatedness_explorer(rels: Relatedness | Mapping[str, Relatedness] | Sequenc
                          interactive: bool | None = None):
     """Browse relatedness tables (METHOD.md §2; P1 §3-4: prior, estimated, compound): a table dropdown and a
     class dropdown; "(all classes)" shows the heatmap, a class shows its row as bars next to the same class in
-    the other tables (``plots.relatedness_profile``). ``rels``: one table, name -> table, or a list (keyed by
+    the other tables (``plots.relatedness_profile``: attributes in canonical order, AUs by number, blank where a
+    table lacks one; each table labelled as in the dropdown, in one colour for the explorer's life, the selected
+    one edged in black). ``rels``: one table, name -> table, or a list (keyed by
     name). Returns an ``ipywidgets.VBox``, or in the fallback :class:`Figures` with one heatmap per table."""
     tables = _tables(rels)
     if not use_widgets(interactive):
         return Figures(plots.relatedness_heatmap(rel, title=name) for name, rel in tables.items())
     w = _ipywidgets()
     first = next(iter(tables.values()))
-    table = w.Dropdown(options=list(tables), description="table")
+    names = list(tables)
+    colors = [f"C{k % 10}" for k in range(len(names))]
+    table = w.Dropdown(options=names, description="table")
     cls = w.Dropdown(options=[ALL_CLASSES, *first.classes], description="class")
     image = w.Image(format="png")
     info = w.HTML()
@@ -136,9 +140,10 @@ def relatedness_explorer(rels: Relatedness | Mapping[str, Relatedness] | Sequenc
         rel = tables[table.value]
         if cls.value == ALL_CLASSES:
             fig = plots.relatedness_heatmap(rel, title=table.value)
-        else:
-            others = [r for name, r in tables.items() if name != table.value and cls.value in r.classes]
-            fig = plots.relatedness_profile([rel, *others], cls.value)
+        else:  # every table in the dropdown's order, labels and colours fixed for the explorer's life
+            fig = plots.relatedness_profile(list(tables.values()), cls.value, labels=names, colors=colors,
+                                            selected=names.index(table.value),
+                                            title=f"relatedness profile of {cls.value!r} (edged: {table.value})")
         image.value = _png(fig)
         info.value = _describe_table(rel)
 

@@ -134,6 +134,28 @@ def test_relatedness_profile_bars_per_table(est, rel):
         plots.relatedness_profile(rel, "nope")
 
 
+def test_attribute_order_aus_by_number_others_merged_in_place():
+    assert plots.attribute_order([["AU1", "AU4", "AU26"], ["AU2", "AU4", "AU9", "AU26"]]) == \
+        ["AU1", "AU2", "AU4", "AU9", "AU26"]
+    assert plots.attribute_order([["bill", "wing", "tail"], ["bill", "eye", "tail", "leg"]]) == \
+        ["bill", "eye", "wing", "tail", "leg"]
+
+
+def test_relatedness_profile_labels_colours_and_blank_where_missing(rel, est):
+    other = Relatedness(rel.table[["x1", "x4"]], name="two")
+    fig = plots.relatedness_profile([other, est], "a", labels=["A", "B"], colors=["red", "blue"], selected=1)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x1", "x2", "x3", "x4"]
+    first, second = [c for c in ax.containers if isinstance(c, matplotlib.container.BarContainer)]
+    assert [round(b.get_x() + b.get_width() / 2) for b in first] == [0, 3]  # nothing at x2, x3
+    assert matplotlib.colors.to_hex(first[0].get_facecolor()) == "#ff0000"
+    assert matplotlib.colors.to_hex(second[0].get_edgecolor()) == "#000000"  # the selected table
+    assert matplotlib.colors.to_hex(first[0].get_edgecolor()) != "#000000"
+    with pytest.raises(ValueError, match="2 tables but 1 labels"):
+        plots.relatedness_profile([other, est], "a", labels=["A"])
+
+
 def test_convergence_curve_lines_and_log_axis():
     df = pd.DataFrame([(m, n, s, 1 / np.sqrt(n) + 0.01 * s) for m in ("A", "B") for n in (10, 100, 1000)
                        for s in range(3)], columns=["method", "n", "seed", "error"])

@@ -329,3 +329,72 @@ def test_compound_explorer_widgets_respond(compound):
     assert all(f"{v}" in table.value for v in expected.astype(str))
     face.value = 2
     assert "face #5" in table.value
+
+
+@pytest.fixture
+def au_tables():
+    """Three tables of one class whose AU sets differ: the selected one lacks AU2 and AU9, which others have."""
+    def table(aus, name):
+        return Relatedness(pd.DataFrame([[0.1 * (i + 1) for i in range(len(aus))]], index=["anger"], columns=aus),
+                           name=name)
+    return {"DU prior": table(["AU1", "AU4", "AU12", "AU26"], "du2014_basic"),
+            "generator truth": table(["AU1", "AU2", "AU4", "AU12", "AU26"], "generator"),
+            "estimate": table(["AU1", "AU4", "AU9", "AU12", "AU26"], "estimated")}
+
+
+def _profile_figures(monkeypatch):
+    """The figures the explorer renders, in order (its PNG step records them)."""
+    shown = []
+    real = widgets._png
+    monkeypatch.setattr(widgets, "_png", lambda fig: shown.append(fig) or real(fig))
+    return shown
+
+
+def _bars_by_series(fig):
+    """Legend label -> (face colour, {tick label: bar height}) of a relatedness_profile figure."""
+    ax = fig.axes[0]
+    ticks = {round(t): lab.get_text() for t, lab in zip(ax.get_xticks(), ax.get_xticklabels())}
+    out = {}
+    bars = [c for c in ax.containers if isinstance(c, matplotlib.container.BarContainer)]
+    for container, label in zip(bars, [t.get_text() for t in ax.get_legend().get_texts()]):
+        bars = list(container)
+        out[label] = (matplotlib.colors.to_hex(bars[0].get_facecolor()),
+                      {ticks[round(b.get_x() + b.get_width() / 2)]: b.get_height() for b in bars})
+    return out
+
+
+def test_relatedness_explorer_profile_keeps_canonical_au_order(au_tables, monkeypatch):
+    """An AU only some tables have sits in numeric order (not after AU26); a table lacking it has no bar there."""
+    shown = _profile_figures(monkeypatch)
+    box = widgets.relatedness_explorer(au_tables, interactive=True)
+    table, cls = box.children[0].children
+    cls.value = "anger"
+    ax = shown[-1].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["AU1", "AU2", "AU4", "AU9", "AU12", "AU26"]
+    bars = _bars_by_series(shown[-1])
+    assert sorted(bars["DU prior"][1]) == sorted(["AU1", "AU4", "AU12", "AU26"])  # blank at AU2 and AU9
+    assert bars["generator truth"][1]["AU2"] == pytest.approx(0.2)
+    assert bars["estimate"][1]["AU9"] == pytest.approx(0.3)
+
+
+def test_relatedness_explorer_legend_uses_dropdown_labels(au_tables, monkeypatch):
+    shown = _profile_figures(monkeypatch)
+    box = widgets.relatedness_explorer(au_tables, interactive=True)
+    table, cls = box.children[0].children
+    cls.value = "anger"
+    labels = [t.get_text() for t in shown[-1].axes[0].get_legend().get_texts()]
+    assert sorted(labels) == sorted(table.options)
+    assert "du2014_basic" not in labels
+
+
+def test_relatedness_explorer_table_colour_fixed_across_selections(au_tables, monkeypatch):
+    shown = _profile_figures(monkeypatch)
+    box = widgets.relatedness_explorer(au_tables, interactive=True)
+    table, cls = box.children[0].children
+    cls.value = "anger"
+    first = {label: colour for label, (colour, _) in _bars_by_series(shown[-1]).items()}
+    assert len(set(first.values())) == 3
+    for name in ("generator truth", "estimate", "DU prior"):
+        table.value = name
+        now = {label: colour for label, (colour, _) in _bars_by_series(shown[-1]).items()}
+        assert now == first, f"colours changed when {name!r} was selected"
