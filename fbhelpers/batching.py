@@ -415,25 +415,34 @@ def augment(
     ``flip`` off for tasks that are not), all as one ``affine_grid`` + ``grid_sample`` (reflection padding);
     then per-image brightness (``x * U(1 - b, 1 + b)``) and contrast (around the image's mean grey,
     ``U(1 - c, 1 + c)``) jitter, clamped to ``[0, 1]``. Random numbers come from ``generator`` (a CPU
-    generator, so results do not depend on the device) and are moved to the images' device.
+    generator, so results do not depend on the device): all of them drawn at once and moved to the images'
+    device in one copy, asynchronous from pinned memory on CUDA (no host sync).
     """
     if not images.is_floating_point():
         raise ValueError(f"augment expects float images in [0, 1] (see to_float), got {images.dtype}")
     b = images.shape[0]
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return (low + (high - low) * torch.rand(b, generator=generator)).to(images.device)
+    ranges = {"crop": crop, "tx": (-1, 1), "ty": (-1, 1)} if crop is not None else {}
+    ranges.update({"rotate": (-rotate, rotate)} if rotate else {})
+    ranges.update({"flip": (0, 1)} if flip else {})
+    ranges.update({"brightness": (1 - brightness, 1 + brightness)} if brightness else {})
+    ranges.update({"contrast": (1 - contrast, 1 + contrast)} if contrast else {})
+    drawn = torch.rand(len(ranges), b, generator=generator)  # = one rand(b) per range, in this order
+    if ranges:
+        drawn = torch.stack([low + (high - low) * d for (low, high), d in zip(ranges.values(), drawn)])
+    if images.device.type == "cuda":
+        drawn = drawn.pin_memory()
+    u = dict(zip(ranges, drawn.to(images.device, non_blocking=True)))
 
     scale = torch.ones(b, device=images.device)
     tx = torch.zeros(b, device=images.device)
     ty = torch.zeros(b, device=images.device)
     if crop is not None:
-        scale = uniform(*crop).sqrt()
-        tx, ty = (1 - scale) * uniform(-1, 1), (1 - scale) * uniform(-1, 1)
-    angle = uniform(-rotate, rotate) * (torch.pi / 180) if rotate else torch.zeros(b, device=images.device)
+        scale = u["crop"].sqrt()
+        tx, ty = (1 - scale) * u["tx"], (1 - scale) * u["ty"]
+    angle = u["rotate"] * (torch.pi / 180) if rotate else torch.zeros(b, device=images.device)
     sign = torch.ones(b, device=images.device)
     if flip:
-        sign = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
+        sign = torch.where(u["flip"] < 0.5, -1.0, 1.0)
     if crop is not None or rotate or flip:
         cos, sin = angle.cos() * scale, angle.sin() * scale
         theta = torch.stack(
@@ -442,10 +451,10 @@ def augment(
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if brightness:
-        images = images * uniform(1 - brightness, 1 + brightness).view(b, 1, 1, 1).to(images.dtype)
+        images = images * u["brightness"].view(b, 1, 1, 1).to(images.dtype)
     if contrast:
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * uniform(1 - contrast, 1 + contrast).view(b, 1, 1, 1).to(images.dtype) + mean
+        images = (images - mean) * u["contrast"].view(b, 1, 1, 1).to(images.dtype) + mean
     return images.clamp(0.0, 1.0)
 
 

@@ -4,6 +4,11 @@ Sources: P0 = Kollias et al., arXiv 1910.11111 §3; P1 = arXiv 2105.03790 §3; P
 Inputs follow the Batch section of the contract: multiclass targets are ``long (B,)`` with a ``bool (B,)`` mask,
 multilabel / regression targets are ``float (B, K)`` with a ``bool (B, K)`` mask; logits are ``(B, n_outputs)``.
 Every loss returns a 0-dim tensor; with nothing labelled it is exactly 0 with finite (zero) gradients.
+Value checks (label codes in range, targets in [0, 1], R's entries, hard co-annotation's prototypical sets) read
+tensors back to the host, a device sync on CUDA; every public loss runs them unless ``validate=False``. The
+trainer validates its data (``batching.task_arrays``) and couplings (``coupling_tensor``) once at set-up and
+calls the losses with ``validate=False``, so a training step makes no host sync (issue 14). Shape checks cost
+nothing and always run.
 A *relatedness* is a ``Relatedness`` (anything with ``.tensor()``) or a plain ``(C, K)`` tensor / array with
 R[c, j] = p(attribute j | class c) in [0, 1]. Reconstructed details are marked [choice] and are parameters.
 """
@@ -58,8 +63,10 @@ def _check_shape(fn: str, arg: str, x: Tensor, expected: tuple[int, ...], ref: s
         raise ValueError(f"{fn}: {arg} has shape {tuple(x.shape)} but {ref}; expected {expected}")
 
 
-def _class_target(fn: str, logits: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Validated (safe target, bool mask): labelled codes must lie in 0..C-1; unlabelled ones become 0."""
+def _class_target(fn: str, logits: Tensor, target: Tensor, mask: Tensor,
+                  validate: bool = True) -> tuple[Tensor, Tensor]:
+    """(safe target, bool mask): labelled codes must lie in 0..C-1 (checked when ``validate``: one host sync);
+    unlabelled ones become 0."""
     b, c = logits.shape
     ref = f"logits have shape {tuple(logits.shape)}"
     _check_shape(fn, "target", target, (b,), ref)
@@ -67,35 +74,35 @@ def _class_target(fn: str, logits: Tensor, target: Tensor, mask: Tensor) -> tupl
     mask = mask.bool()
     if target.is_floating_point():
         raise ValueError(f"{fn}: class target must be integer codes (long), got dtype {target.dtype}")
-    labelled = target[mask]
-    if labelled.numel():
+    if validate and bool((mask & ((target < 0) | (target >= c))).any()):
+        labelled = target[mask]
         lo, hi = int(labelled.min()), int(labelled.max())
-        bad = lo if lo < 0 else hi
-        if lo < 0 or hi >= c:
-            raise ValueError(f"{fn}: class label {bad} out of range [0, {c - 1}] ({c} classes)")
+        raise ValueError(f"{fn}: class label {lo if lo < 0 else hi} out of range [0, {c - 1}] ({c} classes)")
     return torch.where(mask, target, torch.zeros_like(target)).long(), mask
 
 
-def _multi_target(fn: str, logits: Tensor, target: Tensor, mask: Tensor, unit: bool) -> tuple[Tensor, Tensor]:
-    """Validated (safe float target, bool mask) for (B, K) targets; unlabelled entries become 0 (NaN-safe)."""
+def _multi_target(fn: str, logits: Tensor, target: Tensor, mask: Tensor, unit: bool,
+                  validate: bool = True) -> tuple[Tensor, Tensor]:
+    """(safe float target, bool mask) for (B, K) targets; unlabelled entries become 0 (NaN-safe). With ``unit``
+    and ``validate`` the annotated values must lie in [0, 1] (one host sync)."""
     ref = f"logits have shape {tuple(logits.shape)}"
     _check_shape(fn, "target", target, tuple(logits.shape), ref)
     _check_shape(fn, "mask", mask, tuple(logits.shape), ref)
     mask = mask.bool()
     target = torch.where(mask, target.to(logits.dtype), torch.zeros((), dtype=logits.dtype, device=logits.device))
-    if unit and mask.any():
-        vals = target[mask]
-        bad = vals[~((vals >= 0) & (vals <= 1))]
-        if bad.numel():
-            raise ValueError(f"{fn}: targets must lie in [0, 1] where annotated, got {float(bad[0])}")
+    if unit and validate:
+        bad = mask & ~((target >= 0) & (target <= 1))
+        if bool(bad.any()):
+            raise ValueError(f"{fn}: targets must lie in [0, 1] where annotated, got {float(target[bad][0])}")
     return target, mask
 
 
-def relatedness_tensor(relatedness: Any, like: Tensor | None = None) -> Tensor:
+def relatedness_tensor(relatedness: Any, like: Tensor | None = None, validate: bool = True) -> Tensor:
     """R as a validated 2-D tensor (dtype/device of ``like``) from a ``Relatedness`` or a tensor/array (P1 §3.1).
 
-    Duck-typed: anything with ``.tensor()`` is a ``Relatedness``. Entries must be finite and in [0, 1]. R is a
-    fixed prior here, so the result is detached.
+    Duck-typed: anything with ``.tensor()`` is a ``Relatedness``. Entries must be finite and in [0, 1] (checked
+    when ``validate``: one host sync; a tensor already of that dtype and device is not copied). R is a fixed
+    prior here, so the result is detached.
     """
     dtype = like.dtype if like is not None and like.is_floating_point() else torch.float32
     device = like.device if like is not None else None
@@ -105,9 +112,10 @@ def relatedness_tensor(relatedness: Any, like: Tensor | None = None) -> Tensor:
         r = torch.as_tensor(relatedness, dtype=dtype, device=device)
     if r.ndim != 2:
         raise ValueError(f"relatedness must be a 2-D (classes, attributes) matrix, got shape {tuple(r.shape)}")
-    bad = r[~((r >= 0) & (r <= 1))]
-    if bad.numel():
-        raise ValueError(f"relatedness entries must lie in [0, 1] (p(attribute | class)), got {float(bad[0])}")
+    if validate:
+        bad = ~((r >= 0) & (r <= 1))
+        if bool(bad.any()):
+            raise ValueError(f"relatedness entries must lie in [0, 1] (p(attribute | class)), got {float(r[bad][0])}")
     return r.detach()
 
 
@@ -138,31 +146,33 @@ def _bce_logits(logits: Tensor, target: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- task losses
-def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, *, validate: bool = True) -> Tensor:
     """Cross-entropy averaged over the samples with a class label (METHOD.md §3; P0 §3.2, P1 §3).
 
     ``logits (B, C)``, ``target long (B,)`` with codes 0..C-1 where ``mask`` is True (any value elsewhere),
-    ``mask bool (B,)``. No labelled sample -> exactly 0.
+    ``mask bool (B,)``. No labelled sample -> exactly 0. ``validate=False`` skips the range check of the codes
+    (a host sync; see the module doc).
     """
     fn = "masked_cross_entropy"
     _check_logits(fn, "logits", logits)
     logits = _float(logits)
-    target, mask = _class_target(fn, logits, target, mask)
+    target, mask = _class_target(fn, logits, target, mask, validate)
     per = F.cross_entropy(logits, target, reduction="none")
     per = torch.where(mask, per, torch.zeros_like(per))
     return per.sum() / mask.sum().clamp(min=1)
 
 
-def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def masked_bce(logits: Tensor, target: Tensor, mask: Tensor, *, validate: bool = True) -> Tensor:
     """Binary cross-entropy per annotated (sample, label) entry, mean over annotated entries (METHOD.md §3; P0 §3.2).
 
     ``logits (B, K)``, ``target float (B, K)`` in [0, 1] (soft targets allowed), ``mask bool (B, K)``.
     A dataset annotating only some labels contributes only those. No annotated entry -> exactly 0.
+    ``validate=False`` skips the [0, 1] check of the targets (a host sync; see the module doc).
     """
     fn = "masked_bce"
     _check_logits(fn, "logits", logits)
     logits = _float(logits)
-    target, mask = _multi_target(fn, logits, target, mask, unit=True)
+    target, mask = _multi_target(fn, logits, target, mask, unit=True, validate=validate)
     per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     per = torch.where(mask, per, torch.zeros_like(per))
     return per.sum() / mask.sum().clamp(min=1)
@@ -191,12 +201,13 @@ def ccc(pred: Tensor, true: Tensor, eps: float = 1e-8) -> Tensor:
     return 2 * cov / denom.clamp(min=eps)
 
 
-def ccc_loss(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+def ccc_loss(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-8, *, validate: bool = True) -> Tensor:
     """1 - mean CCC over the regression outputs (METHOD.md §3 "VA"; P0 §3.2, P1 §3).
 
     ``pred, target float (B, K)``, ``mask bool (B, K)``. Each output's CCC uses only the samples annotated for
     it (masked moments, as :func:`ccc`); an output with fewer than 2 annotated samples contributes nothing, the
-    mean runs over the others. None usable -> exactly 0.
+    mean runs over the others. None usable -> exactly 0. No value check reads the targets back (``validate`` is
+    accepted like the other task losses' and changes nothing).
     """
     fn = "ccc_loss"
     _check_logits(fn, "pred", pred)
@@ -243,6 +254,8 @@ def co_annotation(
     threshold: float = 1.0,
     attributes: Literal["all", "related"] = "all",
     empty_row: Literal["product", "inactive_fraction", "none"] = "product",
+    *,
+    validate: bool = True,
 ) -> Tensor:
     """Co-annotation: one task's missing labels filled from the other task's labels via R.
 
@@ -273,6 +286,9 @@ def co_annotation(
     empty-row class match exactly when no annotated attribute is active. Caveat: with attribute sources that
     annotate only a subset of attributes, an inactive annotated subset is weak evidence for the empty row;
     use ``"none"`` there.
+
+    ``validate=False`` skips the value checks of the labels and of R, and hard mode's prototypical check (host
+    syncs; the trainer runs them once at set-up, see the module doc).
     """
     fn = "co_annotation"
     _choice("mode", mode, COANN_MODES)
@@ -282,13 +298,13 @@ def co_annotation(
     _check_logits(fn, "class_logits", class_logits)
     _check_logits(fn, "attr_logits", attr_logits)
     class_logits, attr_logits = _float(class_logits), _float(attr_logits)
-    r = relatedness_tensor(relatedness, attr_logits)
+    r = relatedness_tensor(relatedness, attr_logits, validate)
     _check_relatedness(fn, r, class_logits, attr_logits)
-    cls, cmask = _class_target(fn, class_logits, class_target, class_mask)
-    y, amask = _multi_target(fn, attr_logits, attr_target, attr_mask, unit=True)
+    cls, cmask = _class_target(fn, class_logits, class_target, class_mask, validate)
+    y, amask = _multi_target(fn, attr_logits, attr_target, attr_mask, unit=True, validate=validate)
     total = attr_logits.new_zeros(())
 
-    if mode == "hard":
+    if mode == "hard" and validate:
         check_prototypical(r, threshold)
     if direction in ("class_to_attr", "both"):
         rc = r[cls]  # (B, K): R row of each sample's class (row 0 for unlabelled samples, masked out below)
@@ -298,7 +314,7 @@ def co_annotation(
             entries = entries & ((rc >= threshold) | (rc == 0))
         if attributes == "related":
             entries = entries & (rc > 0)
-        total = total + masked_bce(attr_logits, target, entries)
+        total = total + masked_bce(attr_logits, target, entries, validate=False)  # R's entries: in [0, 1]
 
     if direction in ("attr_to_class", "both"):
         use = ~cmask & amask.any(dim=1)
@@ -313,7 +329,7 @@ def co_annotation(
                 match = match | (empty[None, :] & (active.sum(dim=1, keepdim=True) == 0))
             use = use & (match.sum(dim=1) == 1)
             target = match.to(torch.long).argmax(dim=1)
-            total = total + masked_cross_entropy(class_logits, target, use)
+            total = total + masked_cross_entropy(class_logits, target, use, validate=False)  # argmax: in range
         else:
             num, den = (y * ann) @ r.T, ann @ r.T
             s = torch.where(den > 0, num / den.clamp(min=_TINY), torch.zeros_like(num))
@@ -369,6 +385,8 @@ def distribution_matching(
     empty_row: Literal["product", "inactive_fraction", "none"] = "product",
     eps: float = 1e-4,
     bernoulli_kl: bool = False,
+    *,
+    validate: bool = True,
 ) -> Tensor:
     """Distribution matching between a class head and an attribute head, on EVERY sample.
 
@@ -398,7 +416,8 @@ def distribution_matching(
     q is matched to p(c|x) = softmax(class_logits) with ``divergence`` [choice] ``"kl"`` = KL(q || p) or
     ``"ce"`` = -Σ_c q_c log p_c, averaged over the batch; ``reduction`` does not apply to this term (it is one
     divergence, not a sum of per-attribute terms); ``detach`` stops gradients through q (into the attribute
-    head). ``direction="both"`` sums the two terms. Empty batch -> 0.
+    head). ``direction="both"`` sums the two terms. Empty batch -> 0. ``validate=False`` skips the value check of
+    R (a host sync; see the module doc).
     """
     fn = "distribution_matching"
     _choice("direction", direction, DIRECTIONS)
@@ -413,7 +432,7 @@ def distribution_matching(
     _check_logits(fn, "class_logits", class_logits)
     _check_logits(fn, "attr_logits", attr_logits)
     class_logits, attr_logits = _float(class_logits), _float(attr_logits)
-    r = relatedness_tensor(relatedness, class_logits)
+    r = relatedness_tensor(relatedness, class_logits, validate)
     _check_relatedness(fn, r, class_logits, attr_logits)
     batch = max(class_logits.shape[0], 1)
     total = class_logits.new_zeros(())
@@ -498,12 +517,13 @@ class LossConfig:
 
 
 def coupling_tensor(
-    coupling: Coupling, tasks: Sequence[Task], like: Tensor | None = None
+    coupling: Coupling, tasks: Sequence[Task], like: Tensor | None = None, validate: bool = True
 ) -> tuple[Task, Task, Tensor]:
     """(class task, attribute task, R aligned to their label orders) for one coupling (P1 §3.1).
 
     A ``Relatedness`` is reordered with ``.matrix(class labels, attribute labels)``; a plain tensor must already
-    have shape (number of classes, number of attributes).
+    have shape (number of classes, number of attributes). ``validate`` checks R's entries (see
+    :func:`relatedness_tensor`).
     """
     ct, at = find_task(tasks, coupling.class_task), find_task(tasks, coupling.attr_task)
     if ct.kind != "multiclass" or at.kind != "multilabel":
@@ -514,7 +534,7 @@ def coupling_tensor(
     rel = coupling.relatedness
     if hasattr(rel, "matrix"):
         rel = rel.matrix(ct.labels, at.labels)
-    r = relatedness_tensor(rel, like)
+    r = relatedness_tensor(rel, like, validate)
     if tuple(r.shape) != (ct.n_outputs, at.n_outputs):
         raise ValueError(
             f"coupling ({ct.name!r}, {at.name!r}): relatedness has shape {tuple(r.shape)} but tasks "
@@ -530,6 +550,8 @@ def combined_loss(
     couplings: Sequence[Coupling],
     config: LossConfig,
     step: int | None = None,
+    *,
+    validate: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L = Σ_t λ_t L_t + λ_coann L_coann + λ_dm L_dm (METHOD.md §3 "Total"; P0 §3.2, P1 §3).
 
@@ -537,7 +559,8 @@ def combined_loss(
     L_t: multiclass -> :func:`masked_cross_entropy`, multilabel -> :func:`masked_bce`, regression ->
     :func:`ccc_loss`. L_coann / L_dm sum :func:`co_annotation` / :func:`distribution_matching` over the
     couplings. Returns (total, terms) with unweighted terms keyed by task name, "coann", "dm" (only active ones).
-    ``step`` drives the DM warm-up (None = fully on).
+    ``step`` drives the DM warm-up (None = fully on). ``validate=False`` skips every value check (labels, R,
+    prototypical sets: host syncs) for callers that validated their data and couplings once (the trainer).
     """
     if not tasks:
         raise ValueError("combined_loss: no tasks given")
@@ -563,7 +586,7 @@ def combined_loss(
     for task in tasks:
         out, tgt, msk = get(task)
         try:
-            terms[task.name] = loss_fns[task.kind](out, tgt, msk)
+            terms[task.name] = loss_fns[task.kind](out, tgt, msk, validate=validate)
         except ValueError as err:
             raise ValueError(f"task {task.name!r}: {err}") from err
         parts.append(config.task_weight(task.name) * terms[task.name])
@@ -575,20 +598,20 @@ def combined_loss(
         coann, dm = [], []
         for coupling in couplings:
             like = outputs.get(coupling.class_task)
-            ct, at, r = coupling_tensor(coupling, tasks, None if like is None else _float(like))
+            ct, at, r = coupling_tensor(coupling, tasks, None if like is None else _float(like), validate)
             (c_out, c_tgt, c_msk), (a_out, a_tgt, a_msk) = get(ct), get(at)
             try:
                 if config.coann:
                     coann.append(co_annotation(
                         c_out, a_out, c_tgt, c_msk, a_tgt, a_msk, r, mode=config.coann,
                         direction=config.coann_direction, threshold=config.coann_threshold,
-                        attributes=config.coann_attributes, empty_row=config.coann_empty_row))
+                        attributes=config.coann_attributes, empty_row=config.coann_empty_row, validate=validate))
                 if config.dm:
                     dm.append(distribution_matching(
                         c_out, a_out, r, direction=config.dm, reduction=config.dm_reduction,
                         detach=config.dm_detach, variant=config.dm_variant, divergence=config.dm_divergence,
                         temperature=config.dm_temperature, empty_row=config.dm_empty_row,
-                        bernoulli_kl=config.dm_bernoulli_kl, eps=config.dm_eps))
+                        bernoulli_kl=config.dm_bernoulli_kl, eps=config.dm_eps, validate=validate))
             except ValueError as err:
                 raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from err
         if coann:

@@ -47,7 +47,7 @@ from .callbacks import Callback, Selection, TensorBoardLogger
 from .checkpoints import Checkpointer, history_frame, rng_state, set_rng_state, write_csv
 from .display import show_progress
 from .files import plain_data
-from .losses import Coupling, LossConfig, combined_loss, coupling_tensor
+from .losses import Coupling, LossConfig, check_prototypical, combined_loss, coupling_tensor
 from .metrics import score_task
 from .models import output_probabilities
 from .source import Source
@@ -198,10 +198,20 @@ def _val_sources(sources: Study | Mapping[str, Source], split: str) -> dict[str,
     return subsets
 
 
-def _align(couplings: Sequence[Coupling], tasks: Sequence[Task], device: torch.device) -> list[Coupling]:
-    """Every coupling with R as a tensor aligned to its tasks' label orders, on ``device`` (once per run)."""
-    aligned = (coupling_tensor(c, tasks, torch.zeros((), device=device)) for c in couplings)
-    return [Coupling(ct.name, at.name, r) for ct, at, r in aligned]
+def _align(couplings: Sequence[Coupling], tasks: Sequence[Task], device: torch.device,
+           loss_config: LossConfig) -> list[Coupling]:
+    """Every coupling with R as a tensor aligned to its tasks' label orders, on ``device``, validated once per run
+    (entries in [0, 1]; prototypical sets for hard co-annotation), so that the steps need not check it again."""
+    aligned = []
+    for c in couplings:
+        ct, at, r = coupling_tensor(c, tasks, torch.zeros((), device=device))
+        if loss_config.coann == "hard":
+            try:
+                check_prototypical(r, loss_config.coann_threshold)
+            except ValueError as err:
+                raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from err
+        aligned.append(Coupling(ct.name, at.name, r))
+    return aligned
 
 
 def _plain_couplings(aligned: Sequence[Coupling], tasks: Sequence[Task]) -> list[dict[str, Any]]:
@@ -324,7 +334,9 @@ class Recipe:
     """What every step does, fixed for a run: call ``net`` (the model, DDP-wrapped and/or compiled) and apply
     ``combined_loss`` over ``tasks`` and the aligned ``couplings`` with ``loss``; on ``device`` (bf16 autocast when
     ``amp``), with ``batching.augment(**augment)`` (None = off), ``channels_last`` inputs, gradient-norm clipping
-    at ``grad_clip`` (None / 0 = off) and step seeds drawn from (``seed``, step, ``rank``)."""
+    at ``grad_clip`` (None / 0 = off) and step seeds drawn from (``seed``, step, ``rank``). ``validate``: the losses'
+    per-call value checks (host syncs; off: ``fit`` validates the data, ``batching.task_arrays``, and the
+    couplings, ``_align``, once at set-up, so a step makes no host sync)."""
 
     net: nn.Module
     tasks: tuple[Task, ...]
@@ -337,6 +349,7 @@ class Recipe:
     grad_clip: float | None = None
     seed: int = 0
     rank: int = 0
+    validate: bool = False
 
 
 def train_step(state: TrainState, recipe: Recipe) -> tuple[dict[str, torch.Tensor], float]:
@@ -356,7 +369,8 @@ def train_step(state: TrainState, recipe: Recipe) -> tuple[dict[str, torch.Tenso
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe.amp):
         out = recipe.net(x)
     out = {k: v.float() for k, v in out.items()}
-    total, terms = combined_loss(out, batch, recipe.tasks, recipe.couplings, recipe.loss, step=state.step)
+    total, terms = combined_loss(out, batch, recipe.tasks, recipe.couplings, recipe.loss, step=state.step,
+                                 validate=recipe.validate)
     lr = state.optimizer.param_groups[0]["lr"]
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -581,7 +595,7 @@ def fit(
         # the training state, restored from the checkpoint on resume
         dev = _use_device(device, local_rank)
         use_amp = _resolve_amp(amp, dev)
-        aligned = _align(couplings, tasks, dev) if loss_config.coann or loss_config.dm else []
+        aligned = _align(couplings, tasks, dev, loss_config) if loss_config.coann or loss_config.dm else []
         state = _initial_state(model, datasets, dev, options, rank, quota=quota, sample_weights=sample_weights,
                                prefetch=prefetch, channels_last=channels_last)
         meta = plain_data({"model_spec": _model_spec(model), "input_size": _input_size(srcs),

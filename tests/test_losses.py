@@ -409,3 +409,38 @@ def test_bad_inputs_raise_informative_errors():
     batch["targets"]["cls"] = torch.tensor([1, 3, 0, 0, 0])
     with pytest.raises(ValueError, match=r"task 'cls'.*class label 3 out of range \[0, 2\]"):
         combined_loss(outputs, batch, (CLS, ATT), [], LossConfig())
+
+
+# ------------------------------------------------------------------------------------------ validate=False (issue 14)
+@pytest.mark.parametrize("coann", ["soft", "hard"])
+def test_validate_false_gives_the_same_losses_and_gradients(coann):
+    """The trainer's path (checks done once at set-up) computes exactly what the checked public default does."""
+    def run(validate):
+        outputs, batch = _combined_inputs()
+        outputs = {k: v.clone().requires_grad_() for k, v in outputs.items()}
+        cfg = LossConfig(coann=coann, dm="both", dm_warmup_steps=3)
+        reg = Task("reg", "regression", ("v", "a"))
+        total, terms = combined_loss(outputs, batch, (CLS, ATT, reg), [Coupling("cls", "att", RT)], cfg, step=1,
+                                     validate=validate)
+        total.backward()
+        return total, terms, {k: v.grad for k, v in outputs.items()}
+
+    (a, ta, ga), (b, tb, gb) = run(True), run(False)
+    assert torch.equal(a, b) and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_validate_false_skips_the_value_checks_only():
+    bad_r = RT.clone()
+    bad_r[1, 1] = 1.5
+    with pytest.raises(ValueError, match=r"relatedness entries must lie in \[0, 1\].*1\.5"):
+        distribution_matching(torch.zeros(2, 3), torch.zeros(2, 4), bad_r)
+    distribution_matching(torch.zeros(2, 3), torch.zeros(2, 4), bad_r, validate=False)  # not read back
+    masked_bce(torch.zeros(1, 2), torch.tensor([[1.5, 0.0]]), torch.ones(1, 2, dtype=torch.bool), validate=False)
+    with pytest.raises(ValueError, match=r"relatedness has shape \(3, 4\).*5 classes"):  # shapes: always checked
+        distribution_matching(torch.zeros(2, 5), torch.zeros(2, 4), RT, validate=False)
+    with pytest.raises(ValueError, match=r"hard co-annotation needs binary prototypical sets"):
+        co_annotation(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([1, 2]), torch.ones(2, dtype=torch.bool),
+                      torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool), RT * 0.9, mode="hard")
+    co_annotation(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([1, 2]), torch.ones(2, dtype=torch.bool),
+                  torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool), RT * 0.9, mode="hard", validate=False)
