@@ -157,3 +157,85 @@ def test_header_names_the_paper_datasets(path):
     names = [[n.strip() for n in part.split(",") if n.strip()] if part else [] for part in found.groups()]
     need = profiles.DATASETS[path.stem]
     assert names == [need["required"], need["optional"]]
+
+
+def explorers(nb) -> list[str]:
+    """The functions (``fb.widgets.*`` explorers) that the notebook's code cells call with
+    ``interactive=INTERACTIVE``, in order."""
+    names = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:  # IPython magics
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and any(k.arg == "interactive" and isinstance(k.value, ast.Name)
+                                                  and k.value.id == "INTERACTIVE" for k in node.keywords):
+                func = node.func
+                names.append(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "?"))
+    return names
+
+
+def _says_what_interactive_does(text: str, where: str, names: list[str]) -> list[str]:
+    """``text`` names each explorer and says that False / headless runs show static output instead."""
+    problems = [f"{where} does not name the explorer {name!r}" for name in names if name not in text]
+    if "static" not in text.lower():
+        problems.append(f"{where} does not say that a static figure or table is shown otherwise")
+    if "False" not in text or "headless" not in text.lower():
+        problems.append(f"{where} does not say what INTERACTIVE = False and headless runs show")
+    return problems
+
+
+def interactive_problems(path: Path) -> list[str]:
+    """Every way the notebook at ``path`` leaves ``INTERACTIVE`` undescribed: it must pass it to an explorer
+    (``interactive=INTERACTIVE``), and both the comment on the parameters cell's INTERACTIVE line and a paragraph of
+    the header that mentions `INTERACTIVE` must name that explorer and say that with False or headless a static
+    figure / table is shown instead."""
+    nb = nbformat.read(path, as_version=4)
+    names = list(dict.fromkeys(explorers(nb)))
+    problems = [] if names else ["no code cell passes interactive=INTERACTIVE to an explorer"]
+    params = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    line = next((ln for ln in (params.source.splitlines() if params else []) if ln.startswith("INTERACTIVE")), None)
+    if line is None:
+        problems.append("the parameters cell does not assign INTERACTIVE")
+    elif "#" not in line:
+        problems.append("the parameters cell's INTERACTIVE line has no comment")
+    else:
+        problems += _says_what_interactive_does(line.split("#", 1)[1], "the INTERACTIVE comment", names)
+    header = nb.cells[0].source if nb.cells and nb.cells[0].cell_type == "markdown" else ""
+    paragraphs = [p for p in header.split("\n\n") if "`INTERACTIVE" in p]
+    if not paragraphs:
+        problems.append("no header paragraph mentions `INTERACTIVE`")
+    else:
+        problems += _says_what_interactive_does("\n".join(paragraphs), "the header", names)
+    return problems
+
+
+@pytest.mark.parametrize("path", _params())
+def test_notebook_describes_interactive(path):
+    problems = interactive_problems(path)
+    assert problems == [], f"{path.relative_to(ROOT)}:\n  " + "\n  ".join(problems)
+
+
+def test_interactive_checker(tmp_path):
+    v4 = nbformat.v4
+    call = v4.new_code_cell("fb.widgets.dm_explorer(TABLES, interactive=INTERACTIVE)")
+    params = v4.new_code_cell("PROFILE = 'demo'\nINTERACTIVE = False  # explorers")
+    params.metadata["tags"] = ["parameters"]
+    header = v4.new_markdown_cell("# T\n\nSet `INTERACTIVE = True` for a browser.")
+    assert interactive_problems(_notebook(tmp_path, [header, params, call])) == [
+        "the INTERACTIVE comment does not name the explorer 'dm_explorer'",
+        "the INTERACTIVE comment does not say that a static figure or table is shown otherwise",
+        "the INTERACTIVE comment does not say what INTERACTIVE = False and headless runs show",
+        "the header does not name the explorer 'dm_explorer'",
+        "the header does not say that a static figure or table is shown otherwise",
+        "the header does not say what INTERACTIVE = False and headless runs show",
+    ]
+    params.source = "PROFILE = 'demo'\nINTERACTIVE = False  # True: dm_explorer; False or headless: static figure"
+    header.source = ("# T\n\n**Explorer.** `INTERACTIVE = True`: `fb.widgets.dm_explorer`, sliders. With `False` "
+                     "(headless runs too) a static figure.")
+    assert interactive_problems(_notebook(tmp_path, [header, params, call])) == []
+    assert interactive_problems(_notebook(tmp_path, [header, params])) == [
+        "no code cell passes interactive=INTERACTIVE to an explorer"]
