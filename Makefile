@@ -30,7 +30,7 @@ lab: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS)
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_synthetic.py
+	$(PY) -m fbhelpers bench
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

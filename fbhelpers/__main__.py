@@ -9,13 +9,12 @@ predict, render-faces, export-model, bench, refresh-references (DESIGN.md §Modu
     python -m fbhelpers predict MODEL --images DIR_OR_GLOB_OR_CSV --out predictions.csv [--device auto] [--score]
     python -m fbhelpers render-faces DIR [--n 300] [--size 48] [--seed 0]   # twin faces + labels.csv
     python -m fbhelpers export-model CHECKPOINT OUT [--meta KEY VALUE ...]   # a fit checkpoint -> a model file
-    python -m fbhelpers bench [--benchmarks-dir benchmarks]
+    python -m fbhelpers bench [NAME ...] [--device auto] [--out runs/bench] [--tiny] [--repeats N]
     python -m fbhelpers refresh-references [--profile smoke]
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import yaml
 
 from . import datasets, inference, manifest, models, profiles, runner, synthetic
+from .bench import BENCHMARKS
 from .files import atomic_path
 
 
@@ -188,18 +188,15 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    directory = runner.find_repo_path(args.benchmarks_dir)
-    scripts = sorted(directory.glob("*.py")) if directory.is_dir() else []
-    if not scripts:
-        print(f"no benchmark scripts (*.py) in {directory}")
-        return 0
-    failed = []
-    for script in scripts:
-        print(f"== {script.name}", flush=True)
-        if subprocess.run([sys.executable, str(script)], cwd=directory.parent).returncode != 0:
-            failed.append(script.name)
-    if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    """The benchmarks of ``fbhelpers.bench`` (all by default): a table each, ``OUT/bench.csv``."""
+    from . import bench
+
+    try:
+        names = bench.resolve_names(args.names)
+    except ValueError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 2
+    _, failed = bench.run_benchmarks(names, device=args.device, out=args.out, tiny=args.tiny, repeats=args.repeats)
     return 1 if failed else 0
 
 
@@ -285,8 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--meta", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="metadata stored in the file (values parsed as YAML), e.g. --meta profile paper")
     export.set_defaults(func=cmd_export_model)
-    bench = sub.add_parser("bench", help="run benchmarks/*.py and print their output")
-    bench.add_argument("--benchmarks-dir", default="benchmarks")
+    bench = sub.add_parser("bench", help="the benchmarks (candidates interleaved, medians): a table each, a CSV")
+    bench.add_argument("names", nargs="*", metavar="NAME",
+                       help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    bench.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    bench.add_argument("--out", default="runs/bench", help="folder of bench.csv (default runs/bench)")
+    bench.add_argument("--tiny", action="store_true", help="tiny sizes: proves the code runs, measures nothing")
+    bench.add_argument("--repeats", type=int, default=0, help="timed rounds (default: each benchmark's own)")
     bench.set_defaults(func=cmd_bench)
     refresh = sub.add_parser("refresh-references", help="run the suite and rewrite tests/references/<profile>.json")
     _add_run_options(refresh, "smoke")

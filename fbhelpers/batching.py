@@ -364,7 +364,12 @@ class MultiSourceLoader:
         """Stop the prefetch thread (it restarts on the next ``next_batch``)."""
         if self._thread is not None:
             self._stop.set()
-            self._thread.join()
+            while self._thread.is_alive():  # drain, so a producer waiting on a full queue stops at once
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                self._thread.join(timeout=0.001)
             self._thread, self._queue = None, None
 
     def __iter__(self) -> Iterator[Batch]:

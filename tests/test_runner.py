@@ -324,16 +324,6 @@ def test_check_data_reports_found_missing_and_checksums(tmp_path, capsys):
     assert "delta" in capsys.readouterr().err
 
 
-def test_bench_runs_scripts(tmp_path, capfd):
-    bench = tmp_path / "benchmarks"
-    bench.mkdir()
-    (bench / "bench_a.py").write_text("print('speed 42 it/s')")
-    assert main(["bench", "--benchmarks-dir", str(bench)]) == 0
-    assert "speed 42 it/s" in capfd.readouterr().out
-    (bench / "bench_b.py").write_text("raise SystemExit(3)")
-    assert main(["bench", "--benchmarks-dir", str(bench)]) == 1
-
-
 def test_to_jsonable_numpy_bool_and_nested_nan():
     assert runner.to_jsonable({"a": [np.float32("nan"), np.bool_(True)]}) == {"a": [None, True]}
 

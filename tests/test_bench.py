@@ -1,0 +1,87 @@
+"""`python -m fbhelpers bench`: the registry, the tables and the CSV; each benchmark's code on tiny sizes (the
+figures themselves are not tested: these machines are shared and timed tests flake)."""
+from __future__ import annotations
+
+import math
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from fbhelpers import bench
+from fbhelpers.__main__ import main
+
+
+def _check_ratios(table: pd.DataFrame) -> None:
+    """ratio = value / the baseline's value in the same (benchmark, case, metric); the baseline has none."""
+    checked = 0
+    for _, group in table.groupby(["benchmark", "case", "metric"]):
+        base = group[group["ratio"].isna()]
+        assert len(base) == 1, group
+        for _, row in group[group["ratio"].notna()].iterrows():
+            assert row["ratio"] == pytest.approx(row["value"] / base["value"].iloc[0], rel=1e-9)
+            checked += 1
+    assert checked > 0
+
+
+def test_cli_tiny_runs_pipeline_gpu_step_scale_and_writes_the_csv(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "pipeline", "gpu_step", "scale", "--tiny", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("pipeline", "gpu_step", "scale"):
+        assert f"== {name}" in printed
+    assert "candidate" in printed and "ratio" in printed and f"wrote {out / 'bench.csv'}" in printed
+    table = pd.read_csv(out / "bench.csv")
+    assert list(table.columns) == [*bench.MACHINE_KEYS, *bench.ROW_KEYS]
+    assert set(table["benchmark"]) == {"pipeline", "gpu_step", "scale"}
+    assert (table["cores"] == len(os.sched_getaffinity(0))).all()
+    assert (table["torch"] == torch.__version__).all() and (table["device"] == "cpu").all()
+    assert (table["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")).all()
+    assert table["cpu"].map(lambda s: isinstance(s, str) and len(s) > 0).all()
+    assert (table["value"] > 0).all() and table["value"].map(math.isfinite).all()
+    _check_ratios(table)
+    pipe = table[(table["benchmark"] == "pipeline") & table["ratio"].notna()]
+    assert len(pipe) == 1 and pipe["candidate"].iloc[0].startswith("cached") and pipe["goal"].iloc[0] == ">= 5x naive"
+    step = table[table["benchmark"] == "gpu_step"]
+    assert {"throughput", "MFU", "end-to-end", "matmul"} <= set(step["metric"])
+    scale = table[table["benchmark"] == "scale"]
+    assert {"images/s", "fit growth", "peak RSS during fit"} <= set(scale["metric"])
+    # a second run of one benchmark replaces its rows and keeps the others'
+    bench.write_csv(out / "bench.csv", [{**table.iloc[0].to_dict(), "case": "again"}], replace=["pipeline"])
+    again = pd.read_csv(out / "bench.csv")
+    assert (again[again["benchmark"] == "pipeline"]["case"] == "again").all()
+    assert len(again[again["benchmark"] != "pipeline"]) == len(table[table["benchmark"] != "pipeline"])
+
+
+def test_unknown_name_is_refused_with_the_known_names(capsys):
+    assert main(["bench", "pipelne"]) == 2
+    err = capsys.readouterr().err
+    assert "'pipelne'" in err and all(name in err for name in bench.BENCHMARKS)
+    with pytest.raises(ValueError, match="known: pipeline, coupling, syncs, gpu_step, scale"):
+        bench.resolve_names(["pipeline", "nope"])
+
+
+def test_missing_module_fails_alone_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.BENCHMARKS, "ghost", "fbhelpers.bench.ghost")
+    rows, failed = bench.run_benchmarks(["ghost"], device="cpu", out=tmp_path)
+    assert failed == ["ghost"] and rows == []
+    assert "fbhelpers.bench.ghost does not exist" in capsys.readouterr().out
+    assert not (tmp_path / "bench.csv").exists()
+
+
+def test_gpu_step_is_skipped_without_cuda_unless_tiny(tmp_path, capsys):
+    rows, failed = bench.run_benchmarks(["gpu_step"], device="cpu", out=tmp_path)
+    assert rows == [] and failed == []
+    assert "gpu_step: skipped, no CUDA device" in capsys.readouterr().out
+
+
+def test_rows_for_ratios_goals_and_the_table():
+    rows = bench.rows_for("b", "c", "throughput", "images/s", {"slow": 100.0, "fast": 550.0}, baseline="slow", n=3,
+                          goal=">= 5x", met=lambda c, v, r: None if r is None else r >= 5)
+    assert [r["ratio"] for r in rows] == [None, 5.5] and [r["met"] for r in rows] == [None, True]
+    assert [r["goal"] for r in rows] == ["", ">= 5x"] and all(set(r) == set(bench.ROW_KEYS) for r in rows)
+    text = bench.format_table(rows)
+    assert "5.50x" in text and "550 images/s" in text and text.splitlines()[0].startswith("case")
+    with pytest.raises(ValueError, match="without"):
+        bench.check_rows("b", [{"benchmark": "b"}])
