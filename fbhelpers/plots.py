@@ -30,6 +30,7 @@ MAX_ANNOT = (20, 30)  # (classes, attributes) up to which heatmap cells are anno
 MAX_TICKS = 40  # tick labels per heatmap axis before subsampling
 MAX_LABEL = 30  # characters of a tick label before it is shortened with "…"
 UNCERTAIN_MARK = " *"
+MAX_WIDTH = 9.6  # inches: JupyterLab's ~1,000 px output column at 100 dpi, less the saved figure's 0.1 in padding
 _NON_LOSS = ("step", "lr", "images_per_s", "epoch", "time")
 
 
@@ -124,7 +125,7 @@ def _heatmap(frame: pd.DataFrame, ax: Axes, *, annot: bool, cmap: str, vmin: flo
 
 
 def _heat_size(rows: int, cols: int) -> tuple[float, float]:
-    return min(16.0, 2.8 + 0.42 * cols), min(12.0, 1.6 + 0.36 * rows)
+    return min(MAX_WIDTH, 2.8 + 0.42 * cols), min(12.0, 1.6 + 0.36 * rows)
 
 
 def _uncertain_note(rel: Relatedness) -> str:
@@ -191,7 +192,7 @@ def estimate_with_ci(rel: Relatedness, classes: Sequence[str] | None = None,
         raise ValueError("estimate_with_ci needs at least one class and one attribute")
     ncols = max(1, min(ncols, len(classes)))
     nrows = math.ceil(len(classes) / ncols)
-    width = min(8.0, 1.5 + 0.32 * len(attributes))
+    width = min(MAX_WIDTH / ncols, 1.5 + 0.32 * len(attributes))
     fig, axes = subplots(nrows, ncols, figsize=figsize or (width * ncols, 2.6 * nrows), sharey=True)
     x = np.arange(len(attributes))
     for k, ax in enumerate(axes.ravel()):
@@ -265,7 +266,7 @@ def relatedness_profile(rels: Relatedness | Sequence[Relatedness], cls: str, ax:
         raise KeyError(f"class {cls!r} is in none of the tables")
     attrs = attribute_order([rels[k].attributes for k in keep])
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(10.0, 2.5 + 0.4 * len(attrs) * max(1, len(keep) / 2)), 3.8))
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH, 2.5 + 0.4 * len(attrs) * max(1, len(keep) / 2)), 3.8))
     width = 0.8 / len(keep)
     x = np.arange(len(attrs))
     for slot, k in enumerate(keep):
@@ -341,6 +342,8 @@ def comparison_bars(results: pd.DataFrame, metric: str | Mapping[str, str], hue:
     "va": "mean_ccc"}``; the x labels then name the metric). ``col``: one panel per value of that column when it
     has several (every test set); None = pool. ``reference``: a dashed level, a number or a mapping keyed by
     x value (or (col value, x value)), e.g. the best ST score per task. ``annotate`` writes the means on the bars.
+    Panels wrap into rows so that the figure is at most ``MAX_WIDTH`` wide (JupyterLab's output column); the legend
+    sits under them.
     """
     need = [c for c in (hue, x, "metric", "value") if c not in results.columns]
     if need:
@@ -361,9 +364,14 @@ def comparison_bars(results: pd.DataFrame, metric: str | Mapping[str, str], hue:
         panels = list(dict.fromkeys(data[col]))
     order = list(order) if order is not None else list(dict.fromkeys(data[x]))
     hue_order = list(hue_order) if hue_order is not None else list(dict.fromkeys(data[hue]))
-    per_group = max(1.2, 0.32 * len(hue_order))
-    width = min(24.0, max(4.5, 1.2 + per_group * len(order)) * len(panels) + 2.0)
-    fig, axes = subplots(1, len(panels), figsize=figsize or (width, 4.2), sharey=True)
+    per_group = max(1.0, 0.22 * len(hue_order))
+    panel_width = max(3.0, 0.8 + per_group * len(order))
+    ncols = max(1, min(len(panels), int(MAX_WIDTH // panel_width)))  # panels wrap into rows of at most MAX_WIDTH
+    nrows = math.ceil(len(panels) / ncols)
+    size = figsize or (min(MAX_WIDTH, max(4.5, panel_width * ncols + 0.6)), 3.8 * nrows + 0.6)
+    fig, axes = subplots(nrows, ncols, figsize=size, sharey=True)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
     for ax, panel in zip(axes.ravel(), panels):
         sub = data if panel is None else data[data[col] == panel]
         sns.barplot(data=sub, x=x, y="value", hue=hue, order=order, hue_order=hue_order, errorbar="sd",
@@ -383,10 +391,11 @@ def comparison_bars(results: pd.DataFrame, metric: str | Mapping[str, str], hue:
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, title=hue)
     if panels != [None] and title:
         fig.suptitle(title)
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=min(len(labels), 6),
+               frameon=False, title=hue)  # under the panels, so that it adds no width
     return fig
 
 
@@ -411,7 +420,7 @@ def per_label_bars(values: Mapping[str, float] | pd.Series, highlight: Sequence[
         raise ValueError("per_label_bars needs at least one value")
     highlight = _checked_highlight(highlight, series.index)
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(16.0, 2.5 + 0.42 * len(series)), 4.0))
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH, 2.5 + 0.42 * len(series)), 4.0))
     labels = [str(i) for i in series.index]
     colors = ["C1" if lab in highlight else "C0" for lab in series.index]
     x = np.arange(len(series))
@@ -424,9 +433,8 @@ def per_label_bars(values: Mapping[str, float] | pd.Series, highlight: Sequence[
     if series.notna().any():
         mean = float(series.mean())
         handles.append(ax.axhline(mean, color="black", ls="--", lw=1.2, label=f"mean = {mean:.3f}"))
-    ax.set_xticks(x, labels)
-    _rotate(ax, labels, limit=20)
     ax.set_xlim(-0.6, len(series) - 0.4)
+    _xticks(ax, x, labels, fontsize=9 if len(labels) > 30 else None)
     top = float(series.max()) if series.notna().any() else 1.0
     ax.set_ylim(min(0.0, float(series.min()) if series.notna().any() else 0.0), max(1.0, top) * 1.12)
     ax.set_ylabel(ylabel)
@@ -460,7 +468,7 @@ def confusion(y_true, y_pred, labels: Sequence[str], normalize: bool = True, ax:
     uar = float(recall.diagonal()[rows.ravel() > 0].mean()) if (rows > 0).any() else float("nan")
     frame = pd.DataFrame(recall if normalize else counts, index=list(labels), columns=list(labels))
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(14.0, 2.5 + 0.55 * k), min(12.0, 2.0 + 0.5 * k)))
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH, 2.5 + 0.55 * k), min(MAX_WIDTH, 2.0 + 0.5 * k)))
     sns.heatmap(frame, ax=ax, cmap="Blues", vmin=0, vmax=1 if normalize else None, annot=k <= 20,
                 fmt=".2f" if normalize else "d", annot_kws={"fontsize": 8 if k > 10 else 9}, square=True,
                 cbar_kws={"label": "fraction of true class" if normalize else "count", "shrink": 0.8})
@@ -501,8 +509,8 @@ def history(history_df: pd.DataFrame, terms: Sequence[str] | None = None, x: str
     """Training curves from ``train.fit``'s history (P0 / P1 training). ``terms`` default: every numeric
     column that is not ``x``, ``lr``, ``images_per_s`` or an ``eval/...`` column (so ``total``, ``expr``, ``au``,
     ``dm`` ... or ``loss/...`` names). ``smooth`` > 1: rolling mean over that many rows, drawn over the faint raw
-    curve. ``metrics``: a second panel with the ``eval/...`` columns (True = all of them, or a list; only when
-    ``ax`` is None)."""
+    curve. ``metrics``: a second panel (below the loss) with the ``eval/...`` columns (True = all of them, or a
+    list; only when ``ax`` is None)."""
     if x not in history_df.columns:
         raise KeyError(f"column {x!r} not in the history; it has {list(history_df.columns)}")
     numeric = [c for c in history_df.columns if pd.api.types.is_numeric_dtype(history_df[c])]
@@ -520,7 +528,7 @@ def history(history_df: pd.DataFrame, terms: Sequence[str] | None = None, x: str
     evals = [] if ax is not None else [c for c in evals if history_df[c].notna().any()]
     own = ax is None
     if own:
-        fig, axes = subplots(1, 2 if evals else 1, figsize=figsize or ((12.0, 4.2) if evals else (7.5, 4.2)))
+        fig, axes = subplots(2 if evals else 1, 1, figsize=figsize or ((7.5, 7.6) if evals else (7.5, 4.2)))
         ax = axes[0, 0]
     else:
         style()
@@ -541,7 +549,7 @@ def history(history_df: pd.DataFrame, terms: Sequence[str] | None = None, x: str
     ax.set_title(title + (f" (rolling mean of {smooth})" if smooth > 1 else ""))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
     if evals:
-        ax2 = axes[0, 1]
+        ax2 = axes[1, 0]
         for k, col in enumerate(evals):
             part = history_df[[x, col]].dropna()
             ax2.plot(part[x], part[col], marker="o", ms=3, color=f"C{k % 10}", label=col[len("eval/"):])
@@ -575,7 +583,7 @@ def zero_shot_bars(df: pd.DataFrame, chance: float | Mapping[str, float] | None 
     order = [m for m in metrics if m in set(tidy["metric"])]
     methods = list(dict.fromkeys(tidy["method"]))
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(14.0, 3.0 + 0.45 * len(methods) * len(order)), 4.2))
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH - 2.6, 3.0 + 0.45 * len(methods) * len(order)), 4.2))  # + legend
     sns.barplot(data=tidy, x="metric", y="value", hue="method", order=order, hue_order=methods, errorbar="sd",
                 capsize=0.1, err_kws={"linewidth": 1.2}, palette="deep", ax=ax)
     if chance is not None:
@@ -640,7 +648,8 @@ def gallery(images: np.ndarray, table: pd.DataFrame, tasks: Sequence | None = No
     ncols = min(ncols, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
     rows = table.reset_index(drop=True)
-    fig, axes = subplots(nrows, ncols, figsize=(1.6 * ncols, (1.6 + 0.3 * len(tasks)) * nrows))
+    side = min(1.6, MAX_WIDTH / ncols)  # at most MAX_WIDTH wide: 8 columns of 1.2 in
+    fig, axes = subplots(nrows, ncols, figsize=(side * ncols, (side + 0.3 * len(tasks)) * nrows))
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= n:
@@ -675,7 +684,7 @@ def annotation_coverage(coverage: pd.DataFrame, highlight: Sequence[str] | None 
         raise ValueError("annotation_coverage needs at least one source and one label")
     highlight = _checked_highlight(highlight, frame.columns)
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(18.0, 3.5 + 0.5 * frame.shape[1]), 1.6 + 0.45 * frame.shape[0]))
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH, 3.5 + 0.5 * frame.shape[1]), 1.6 + 0.45 * frame.shape[0]))
     _heatmap(frame, ax, annot=True, cmap="Greens", vmin=0.0, vmax=1.0, cbar_label="fraction annotated")
     ax.set_xlabel(frame.columns.name or "label")
     ax.set_ylabel(frame.index.name or "source")
@@ -697,7 +706,7 @@ def distribution_match(q, p, labels: Sequence[str], truth=None, highlight: Seque
     if q.shape != p.shape or len(q) != len(labels):
         raise ValueError(f"q, p and labels must have the same length, got {q.shape}, {p.shape}, {len(labels)}")
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(16.0, 2.5 + 0.45 * len(labels)), 3.6))
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH - 2.4, 2.5 + 0.45 * len(labels)), 3.6))  # + the legend
     x = np.arange(len(labels))
     ax.bar(x - 0.2, q, width=0.4, color="C0", label="q = softmax(class) @ R  (target)")
     ax.bar(x + 0.2, p, width=0.4, color="C1", label="p = sigmoid(attribute head)")

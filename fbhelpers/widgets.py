@@ -242,7 +242,7 @@ def _header(table: pd.DataFrame, i: int) -> str:
 def _sample_grid(images: np.ndarray, table: pd.DataFrame, tasks: Sequence[Task],
                  predictions: Mapping[str, np.ndarray], n: int, ncols: int) -> Figure:
     n = min(n, len(images))
-    ncols = max(1, min(ncols, n))
+    ncols = max(1, min(ncols, n, int(plots.MAX_WIDTH // 3.0)))  # 3 in per caption: at most MAX_WIDTH wide
     nrows = -(-n // ncols)
     captions = ["\n".join(textwrap.fill(line, CAPTION_WIDTH, subsequent_indent="    ")
                           for line in _sample_lines(table, k, tasks, predictions)) for k in range(n)]
@@ -299,7 +299,8 @@ def sample_browser(images, table: pd.DataFrame | None = None, predictions: Mappi
     ``predictions``: task name -> array with one row per sample (``train.predict``: class probabilities,
     attribute probabilities thresholded at 0.5, regression values; multiclass codes ``(N,)`` also work).
     ``tasks`` default: the face tasks whose columns are in the table. Interactive: a slider over samples, the
-    image and a label / prediction table. Fallback: :class:`Figures` with a grid of the first ``n`` samples.
+    image and a label / prediction table. Fallback: :class:`Figures` with a grid of the first ``n`` samples,
+    at most three columns (``plots.MAX_WIDTH``, JupyterLab's output width) whatever ``ncols`` asks.
     """
     images, table, predictions, tasks = _check_samples(images, table, predictions, tasks)
     if len(images) == 0:
@@ -479,7 +480,8 @@ def _face_gallery(images: np.ndarray, table: pd.DataFrame, index: np.ndarray,
             lines += [f"  {label}: {g}" for label, g in zip(preds, guess)]
         captions.append("\n".join(textwrap.fill(x, 34, subsequent_indent="      ") for x in lines))
     lines = max([c.count("\n") + 1 for c in captions] or [1])
-    fig, axes = plots.subplots(nrows, ncols, figsize=(2.5 * ncols, (2.2 + 0.16 * lines) * nrows),
+    fig, axes = plots.subplots(nrows, ncols, figsize=(min(2.5, plots.MAX_WIDTH / ncols) * ncols,
+                                                      (2.2 + 0.16 * lines) * nrows),
                                layout="constrained")
     for k, ax in enumerate(axes.ravel()):
         ax.grid(False)

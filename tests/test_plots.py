@@ -330,3 +330,142 @@ def test_distribution_match_pairs_bars_and_marks_truth():
     assert [t.get_text() for t in ax.get_xticklabels() if t.get_color() == "C1"] == ["AU2"]
     with pytest.raises(ValueError, match="same length"):
         plots.distribution_match(q, p[:2], ["AU1", "AU2", "AU4"])
+
+
+# ---------------------------------------------------------------------------------------------- legibility
+OUTPUT_PX = 1000  # JupyterLab's output column, about 1,000 px wide
+SCREEN_DPI = 100  # a figure at 100 dpi fills it at 10 in
+MIN_TEXT_PX = 9
+NOT_FIGURES = {"style", "save", "subplots", "attribute_order"}
+
+
+def shown_size(fig):
+    """(width in inches as saved and shown inline: the tight bounding box plus 0.1 in padding per side, the
+    smallest font size in points of any text actually drawn), from a draw with a recording renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig) if not isinstance(fig.canvas, FigureCanvasAgg) else fig.canvas
+    renderer = canvas.get_renderer()
+    sizes, draw_text = [], renderer.draw_text
+
+    def recording(gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if str(s).strip():
+            sizes.append(prop.get_size_in_points())
+        return draw_text(gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+
+    renderer.draw_text = recording
+    try:
+        fig.draw(renderer)
+        width = fig.get_tightbbox(renderer).width + 2 * 0.1
+    finally:
+        del renderer.draw_text
+    return width, min(sizes)
+
+
+def legibility_problem(name: str, fig) -> str | None:
+    """None when ``fig`` fits JupyterLab's ~1,000 px column (at most 10 in at 100 dpi), or when wider its smallest
+    text stays >= 9 px once scaled down to 1,000 px (pt x dpi / 72 x 1000 / width_px)."""
+    width, smallest = shown_size(fig)
+    width_px = width * SCREEN_DPI
+    scaled = smallest * SCREEN_DPI / 72 * OUTPUT_PX / width_px
+    if width_px <= OUTPUT_PX or scaled >= MIN_TEXT_PX:
+        return None
+    return (f"{name}: {width:.1f} in wide ({width_px:.0f} px at {SCREEN_DPI} dpi), smallest text {smallest:g} pt "
+            f"= {scaled:.1f} px at {OUTPUT_PX} px")
+
+
+def _relatedness(classes, attrs, name, seed=0, ci=False):
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.random((len(classes), len(attrs))).round(2), index=classes, columns=attrs)
+    extra = {"ci_low": (table * 0.8), "ci_high": (table * 1.1).clip(upper=1.0)} if ci else {}
+    return Relatedness(table, name=name, **extra)
+
+
+def _legibility_cases():
+    """Every public figure function on inputs the size of the notebooks' (demo / paper): DU's 7 x 17 table, the
+    40-identity and the 200-species tables, 02's four test sets x five variants, 04's 56 attributes, ..."""
+    from fbhelpers.relatedness import prior
+    from fbhelpers.tasks import AUS, EXPRESSIONS
+
+    rng = np.random.default_rng(0)
+    du, compound = prior("du2014_basic"), prior("du2014_compound")
+    est = _relatedness(EXPRESSIONS, AUS[:12], "estimate (Aff-Wild2-like)", ci=True)
+    ids = [f"id{i}" for i in range(40)]
+    attrs40 = [f"attribute_{j}" for j in range(40)]
+    cub = _relatedness([f"{i:03d}.Some_Bird_Species" for i in range(200)],
+                       [f"has_part_color::colour_{j}" for j in range(312)], "CUB-200-2011")
+    sources = ("affectnet_like", "emotionet_like", "disfa_like", "affwild2_like")
+    tidy = pd.DataFrame([(v, s, src, task, m, rng.random()) for v in ("st", "mt", "mt_coann", "mt_dm", "mt_both")
+                         for s in range(3) for src in sources
+                         for task, m in (("expr", "accuracy"), ("au", "mean_f1"), ("va", "mean_ccc"))],
+                        columns=["variant", "seed", "source", "task", "metric", "value"])
+    metric = {"expr": "accuracy", "au": "mean_f1", "va": "mean_ccc"}
+    hist = pd.DataFrame({"step": np.arange(50), "total": rng.random(50), "expr": rng.random(50),
+                         "au": rng.random(50), "va": rng.random(50), "dm": rng.random(50),
+                         "eval/affectnet_like/expr/accuracy": np.where(np.arange(50) % 10 == 0, 0.5, np.nan),
+                         "eval/disfa_like/au/mean_f1": np.where(np.arange(50) % 10 == 0, 0.3, np.nan)})
+    curve = pd.DataFrame([(f"Beta({a}, {a})", n, r, 1 / np.sqrt(n) + 0.01 * r) for a in (1, 0.5)
+                          for n in (25, 100, 400, 1600) for r in range(3)], columns=["prior", "n", "repeat", "error"])
+    zs = pd.DataFrame([(m, k, rng.random()) for m in ("mean", "geometric", "loglik", "oracle (true AUs)")
+                       for k in ("accuracy", "macro_f1", "uar")], columns=["method", "metric", "value"])
+    coverage = pd.DataFrame(rng.random((4, 19)).round(2), index=["affectnet_like", "emotionet_like", "disfa_like",
+                                                                  "affwild2_like"], columns=["expr", *AUS, "VA"])
+    cov56 = pd.DataFrame(rng.random((3, 56)), index=["species", "attributes", "coannotated"],
+                         columns=[f"has_wing_color::colour_{j}" for j in range(56)])
+    images = rng.integers(0, 255, (16, 48, 48, 3), dtype=np.uint8)
+    table = pd.DataFrame({"expr": rng.integers(0, 7, 16), **{a: rng.integers(0, 2, 16).astype(float) for a in AUS},
+                          "valence": rng.uniform(-1, 1, 16), "arousal": rng.uniform(-1, 1, 16)})
+    va = rng.uniform(-1, 1, (200, 2))
+    return {
+        "relatedness_heatmap DU 7 x 17": lambda: plots.relatedness_heatmap(du),
+        "relatedness_heatmap DU compound": lambda: plots.relatedness_heatmap(compound),
+        "relatedness_heatmap 40 identities": lambda: plots.relatedness_heatmap(_relatedness(ids, attrs40, "ids")),
+        "relatedness_heatmap CUB 200 x 312": lambda: plots.relatedness_heatmap(cub, annot=False),
+        "relatedness_comparison 7 x 12": lambda: plots.relatedness_comparison(est, du),
+        "relatedness_comparison 40 identities": lambda: plots.relatedness_comparison(
+            _relatedness(ids, attrs40, "identity estimate"), _relatedness(ids, attrs40, "identity truth", 1),
+            annot=False),
+        "estimate_with_ci 7 classes": lambda: plots.estimate_with_ci(est, reference=du, ncols=2),
+        "relatedness_profile 4 tables": lambda: plots.relatedness_profile([du, est, compound, du], "anger"),
+        "convergence_curve": lambda: plots.convergence_curve(curve, x="n", y="error", hue="prior"),
+        "comparison_bars 4 test sets x 5 variants": lambda: plots.comparison_bars(tidy, metric),
+        "comparison_bars pooled, annotated": lambda: plots.comparison_bars(tidy, metric, col=None, annotate=True),
+        "per_label_bars 17 AUs": lambda: plots.per_label_bars(pd.Series(rng.random(17), index=AUS),
+                                                              highlight=AUS[:5]),
+        "per_label_bars 56 attributes": lambda: plots.per_label_bars(pd.Series(rng.random(56), index=cov56.columns)),
+        "confusion 7 classes": lambda: plots.confusion(rng.integers(0, 7, 300), rng.random((300, 7)), EXPRESSIONS),
+        "confusion 11 compound classes": lambda: plots.confusion(rng.integers(0, 11, 300), rng.integers(0, 11, 300),
+                                                                 list(compound.classes)[:11]),
+        "va_scatter": lambda: plots.va_scatter(va, va + 0.1),
+        "history with evaluation": lambda: plots.history(hist, smooth=5),
+        "history": lambda: plots.history(hist, metrics=False),
+        "zero_shot_bars": lambda: plots.zero_shot_bars(zs, chance=1 / 11),
+        "gallery 16 x 8 columns": lambda: plots.gallery(images, table, n=16, ncols=8),
+        "annotation_coverage 4 sources x 19": lambda: plots.annotation_coverage(coverage, highlight=AUS[:3]),
+        "annotation_coverage 56 attributes": lambda: plots.annotation_coverage(cov56),
+        "distribution_match 17 AUs": lambda: plots.distribution_match(rng.random(17), rng.random(17), AUS,
+                                                                      truth=rng.integers(0, 2, 17), highlight=AUS[:3]),
+    }
+
+
+def test_every_figure_function_has_a_legibility_case():
+    import inspect
+
+    public = {name for name, f in vars(plots).items() if inspect.isfunction(f) and not name.startswith("_")
+              and f.__module__ == plots.__name__} - NOT_FIGURES
+    covered = {case.split()[0] for case in _legibility_cases()}
+    assert public - covered == set(), "add a representative case to _legibility_cases"
+
+
+@pytest.mark.parametrize("case", list(_legibility_cases()))
+def test_figures_legible_at_jupyterlab_width(case):
+    """No figure wider than 1,000 px at 100 dpi unless its smallest text stays >= 9 px scaled down to 1,000 px."""
+    fig = _legibility_cases()[case]()
+    assert legibility_problem(case, fig) is None, legibility_problem(case, fig)
+
+
+def test_legibility_check_catches_a_wide_small_figure():
+    fig, axes = plots.subplots(1, 4, figsize=(25, 4))
+    assert legibility_problem("wide", fig) is not None  # 10 pt ticks at 25 in: about 4 px
+    fig, _ = plots.subplots(1, 1, figsize=(9.5, 4))
+    assert legibility_problem("narrow", fig) is None

@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from fbhelpers import display, widgets  # noqa: E402
+from fbhelpers import display, plots, widgets  # noqa: E402
 from fbhelpers.relatedness import Relatedness  # noqa: E402
 from fbhelpers.source import Source  # noqa: E402
 from fbhelpers.tasks import AU, EXPR, VA  # noqa: E402
@@ -398,3 +398,15 @@ def test_relatedness_explorer_table_colour_fixed_across_selections(au_tables, mo
         table.value = name
         now = {label: colour for label, (colour, _) in _bars_by_series(shown[-1]).items()}
         assert now == first, f"colours changed when {name!r} was selected"
+
+
+def test_static_grids_fit_jupyterlab_width(samples, browser):
+    """The static fallbacks stay within JupyterLab's ~1,000 px output column (plots.MAX_WIDTH) even when asked
+    for six columns (notebooks 03 and 04 do)."""
+    images, table, preds = samples
+    (grid,) = widgets.sample_browser(images, table, preds, interactive=False, n=5, ncols=6)
+    assert grid.get_figwidth() <= plots.MAX_WIDTH
+    assert len([ax for ax in grid.axes if ax.get_visible()]) == 5
+    sources, predictions = browser
+    for fig in widgets.face_browser(sources, predictions, ["AU10"], interactive=False):
+        assert fig.get_figwidth() <= plots.MAX_WIDTH
