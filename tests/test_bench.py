@@ -42,7 +42,7 @@ def test_cli_tiny_runs_pipeline_gpu_step_scale_and_writes_the_csv(tmp_path, caps
     assert (table["value"] > 0).all() and table["value"].map(math.isfinite).all()
     _check_ratios(table)
     pipe = table[(table["benchmark"] == "pipeline") & table["ratio"].notna()]
-    assert len(pipe) == 1 and pipe["candidate"].iloc[0].startswith("cached") and pipe["goal"].iloc[0] == ">= 5x naive"
+    assert len(pipe) >= 1 and pipe["candidate"].str.startswith("cached").all() and (pipe["goal"] == ">= 5x naive").all()
     step = table[table["benchmark"] == "gpu_step"]
     assert {"throughput", "MFU", "end-to-end", "matmul"} <= set(step["metric"])
     scale = table[table["benchmark"] == "scale"]
@@ -85,3 +85,17 @@ def test_rows_for_ratios_goals_and_the_table():
     assert "5.50x" in text and "550 images/s" in text and text.splitlines()[0].startswith("case")
     with pytest.raises(ValueError, match="without"):
         bench.check_rows("b", [{"benchmark": "b"}])
+
+
+@pytest.mark.parametrize("shape", [(64, 112, 112), (5, 32, 48), (3, 2, 7), (4, 96, 96)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fast_affine_grid_equals_affine_grid_bit_for_bit(shape, dtype):
+    """augment's sampling grid (broadcast, 10x faster on CPU) is F.affine_grid's, so augmented images and every
+    result on CPU stay identical."""
+    import torch.nn.functional as F
+
+    from fbhelpers.batching import _affine_grid
+
+    b, h, w = shape
+    theta = torch.randn(b, 2, 3, generator=torch.Generator().manual_seed(b)).to(dtype)
+    assert torch.equal(_affine_grid(theta, h, w), F.affine_grid(theta, [b, 3, h, w], align_corners=False))

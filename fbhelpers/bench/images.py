@@ -1,4 +1,4 @@
-"""Generated JPEGs of realistic size for the data benchmarks (``pipeline``, ``scale``, ``benchmarks/bench_cache.py``)."""
+"""Generated JPEGs of realistic size for the data benchmarks (``pipeline``, ``scale``, ``bench_cache.py``)."""
 from __future__ import annotations
 
 from pathlib import Path

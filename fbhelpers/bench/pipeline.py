@@ -14,6 +14,10 @@ brightness and contrast), ``batch`` images per batch, ``WORKERS`` worker process
   ``__getitem__`` runs ``batching.decode_image`` (Pillow decode + bicubic resize, the same function the cache
   build runs) and ``augment`` on that one image; default collation stacks the batch (pinned on CUDA).
 
+A third candidate, ``cached, 1 thread``, runs the cached path with one intra-op thread: on a shared machine
+whose cores other processes keep busy, an OpenMP team of torch threads can lose most of its time waiting for a
+descheduled member (``OMP_WAIT_POLICY=passive`` in the environment avoids that), which one thread never does.
+
 One timed call = one pass of ``batches_per_call`` batches through each pipeline; the prefetch thread is stopped
 at the end of a call and the naive loader's epoch is exhausted, so neither works while the other is timed.
 """
@@ -91,9 +95,10 @@ class NaivePipeline:
 
 class CachedPipeline:
     """Calling it runs ``batches`` batches of the trainer's data path over the packed cache (see the module
-    docstring) and returns the last batch, on ``device``."""
+    docstring) and returns the last batch, on ``device``; ``threads``: torch's intra-op threads during the call
+    (None = as they are)."""
 
-    def __init__(self, source, batch: int, batches: int, device: str) -> None:
+    def __init__(self, source, batch: int, batches: int, device: str, threads: int | None = None) -> None:
         from ..batching import MultiSourceLoader
         from ..tasks import EXPR
 
@@ -104,16 +109,22 @@ class CachedPipeline:
                                                      pin_memory=cuda)  # the trainer's defaults
         self.generator = torch.Generator()
         self.options = augment_options()
+        self.threads = threads
 
     def __call__(self) -> torch.Tensor:
         from ..batching import augment, to_device, to_float
 
         cuda = self.device.type == "cuda"
-        x = None
-        for _ in range(self.batches):
-            batch = to_device(self.loader.next_batch(), self.device, non_blocking=cuda)
-            x = augment(to_float(batch["image"]), self.generator, **self.options)
-        self.loader.close()
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads or before)
+        try:
+            x = None
+            for _ in range(self.batches):
+                batch = to_device(self.loader.next_batch(), self.device, non_blocking=cuda)
+                x = augment(to_float(batch["image"]), self.generator, **self.options)
+        finally:
+            self.loader.close()
+            torch.set_num_threads(before)
         return x
 
 
@@ -148,7 +159,11 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
         if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
             raise AssertionError(f"the pipelines deliver different batches: {a.shape} {a.dtype} {a.device} vs "
                                  f"{b.shape} {b.dtype} {b.device}")
-        times = interleaved({"naive": naive, "cached": cached}, s["repeats"], warmup=0, synchronize=sync)
+        candidates = {"naive": naive, "cached": cached}
+        if torch.get_num_threads() > 1:
+            candidates["cached, 1 thread"] = CachedPipeline(source, batch, per_call, device, threads=1)
+            candidates["cached, 1 thread"]()
+        times = interleaved(candidates, s["repeats"], warmup=0, synchronize=sync)
         del naive  # stops the persistent workers
     images = batch * per_call
     rate = {f"{k} ({_describe(k)})": images / statistics.median(t) for k, t in times.items()}
@@ -163,4 +178,5 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
 
 def _describe(name: str) -> str:
     return {"naive": f"Pillow + per-sample augment, DataLoader {WORKERS} workers",
-            "cached": "packed uint8 cache + batch augment"}[name]
+            "cached": f"packed uint8 cache + batch augment, torch's {torch.get_num_threads()} threads",
+            "cached, 1 thread": "the same, torch.set_num_threads(1)"}[name]
