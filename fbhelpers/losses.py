@@ -15,7 +15,7 @@ R[c, j] = p(attribute j | class c) in [0, 1]. Reconstructed details are marked [
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,26 @@ def relatedness_tensor(relatedness: Any, like: Tensor | None = None, validate: b
         bad = ~((r >= 0) & (r <= 1))
         if bool(bad.any()):
             raise ValueError(f"relatedness entries must lie in [0, 1] (p(attribute | class)), got {float(r[bad][0])}")
-    return r.detach()
+    return r.detach() if r.requires_grad else r  # the same tensor every step for the trainer's aligned R
+
+
+def _constant(r: Tensor, key: tuple, compute: Callable[[], Tensor], keep: bool) -> Tensor:
+    """A tensor derived from R alone (its empty rows, log R clipped, ...): computed once and kept on R when
+    ``keep`` (the trainer's path, ``validate=False``: the same aligned R every step), recomputed after an in-place
+    change of R; computed afresh otherwise. The same operations either way, so the same values."""
+    try:
+        version = r._version if keep else None
+    except RuntimeError:  # an inference-mode tensor has no version counter: nothing kept
+        version = None
+    if version is None:
+        return compute()
+    store = getattr(r, "_fb_constants", None)
+    if store is None or store[0] != version:
+        store = (version, {})
+        r._fb_constants = store
+    if key not in store[1]:
+        store[1][key] = compute()
+    return store[1][key]
 
 
 def _check_relatedness(fn: str, r: Tensor, class_logits: Tensor, attr_logits: Tensor) -> None:
@@ -319,12 +338,13 @@ def co_annotation(
     if direction in ("attr_to_class", "both"):
         use = ~cmask & amask.any(dim=1)
         ann = amask.to(y.dtype)
-        empty = r.sum(dim=1) == 0  # (C,)
+        empty = _constant(r, ("empty",), lambda: r.sum(dim=1) == 0, not validate)  # (C,)
         if mode == "hard":
             active = (amask & (y >= 0.5)).to(y.dtype)
-            proto = (r >= threshold).to(y.dtype)
+            proto = _constant(r, ("proto", threshold, y.dtype), lambda: (r >= threshold).to(y.dtype), not validate)
             missing = (1 - active) @ proto.T  # (B, C): prototypical attributes not active
-            match = (missing == 0) & (proto.sum(dim=1) > 0)
+            has_proto = _constant(r, ("has_proto", threshold), lambda: proto.sum(dim=1) > 0, not validate)
+            match = (missing == 0) & has_proto
             if empty_row != "none":
                 match = match | (empty[None, :] & (active.sum(dim=1, keepdim=True) == 0))
             use = use & (match.sum(dim=1) == 1)
@@ -348,14 +368,15 @@ def co_annotation(
 
 # ----------------------------------------------------------------------------------------------- distribution matching
 def _attr_to_class_log_q(
-    attr_logits: Tensor, r: Tensor, variant: str, temperature: float, empty_row: str, eps: float
+    attr_logits: Tensor, r: Tensor, variant: str, temperature: float, empty_row: str, eps: float, keep: bool = False
 ) -> Tensor:
-    """log q(c|x) reconstructed from the attribute head (P1 §3.2 / P2 §3, reconstruction [choice])."""
-    empty = r.sum(dim=1) == 0
+    """log q(c|x) reconstructed from the attribute head (P1 §3.2 / P2 §3, reconstruction [choice]); ``keep``: R's
+    derived tensors computed once (see :func:`_constant`)."""
+    empty = _constant(r, ("empty",), lambda: r.sum(dim=1) == 0, keep)
     log_off = F.logsigmoid(-attr_logits).sum(dim=1, keepdim=True)  # log Π_j (1 - p_j)
     p = torch.sigmoid(attr_logits)
     if variant == "weighted_mean":
-        s = (p @ r.T) / r.sum(dim=1).clamp(min=_TINY)
+        s = (p @ r.T) / _constant(r, ("row_sum",), lambda: r.sum(dim=1).clamp(min=_TINY), keep)
         log_s = torch.log(s.clamp(min=_TINY))
         if empty_row == "product":
             log_s = torch.where(empty[None, :], log_off, log_s)
@@ -363,8 +384,9 @@ def _attr_to_class_log_q(
             log_s = torch.where(empty[None, :], torch.log((1 - p).mean(dim=1, keepdim=True).clamp(min=_TINY)), log_s)
         excluded = empty[None, :] & (empty_row == "none")  # score 0: stays at log(tiny) whatever the temperature
         return F.log_softmax(torch.where(excluded, log_s, log_s / temperature), dim=1)
-    rc = r.clamp(eps, 1 - eps)
-    ll = p @ torch.log(rc).T + (1 - p) @ torch.log1p(-rc).T  # (B, C) expected Bernoulli log-likelihood
+    log_r = _constant(r, ("log_r", eps), lambda: torch.log(r.clamp(eps, 1 - eps)), keep)
+    log_1mr = _constant(r, ("log_1mr", eps), lambda: torch.log1p(-r.clamp(eps, 1 - eps)), keep)
+    ll = p @ log_r.T + (1 - p) @ log_1mr.T  # (B, C) expected Bernoulli log-likelihood
     if empty_row == "product":
         ll = torch.where(empty[None, :], log_off, ll)
     elif empty_row == "inactive_fraction":
@@ -449,7 +471,7 @@ def distribution_matching(
         total = total + (per.sum() if reduction == "sum" else per.mean(dim=1).sum()) / batch
 
     if direction in ("attr_to_class", "both"):
-        log_q = _attr_to_class_log_q(attr_logits, r, variant, temperature, empty_row, eps)
+        log_q = _attr_to_class_log_q(attr_logits, r, variant, temperature, empty_row, eps, keep=not validate)
         if detach:
             log_q = log_q.detach()
         log_p = F.log_softmax(class_logits, dim=1)

@@ -444,3 +444,17 @@ def test_validate_false_skips_the_value_checks_only():
                       torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool), RT * 0.9, mode="hard")
     co_annotation(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([1, 2]), torch.ones(2, dtype=torch.bool),
                   torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool), RT * 0.9, mode="hard", validate=False)
+
+
+def test_constants_kept_on_r_follow_an_in_place_change():
+    """validate=False keeps R's derived tensors (log R, empty rows) on R; changing R in place recomputes them."""
+    g = torch.Generator().manual_seed(0)
+    cl, al = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
+    r = RT.clone().float()
+    first = distribution_matching(cl, al, r, direction="attr_to_class", validate=False)
+    assert torch.equal(first, distribution_matching(cl, al, r, direction="attr_to_class"))
+    assert torch.equal(first, distribution_matching(cl, al, r, direction="attr_to_class", validate=False))
+    r[1, 1] = 0.9
+    changed = distribution_matching(cl, al, r, direction="attr_to_class", validate=False)
+    assert torch.equal(changed, distribution_matching(cl, al, r.clone(), direction="attr_to_class"))
+    assert not torch.equal(changed, first)

@@ -70,20 +70,22 @@ def coupled_case(n_classes: int, n_attrs: int, *, n: int = 96, size: int = 48, s
     return Case(f"{n_classes}x{n_attrs}", sources, tasks, [Coupling(ct.name, at.name, rel)])
 
 
-def bench_model(tasks: tuple[Task, ...], seed: int = 0) -> MultiHeadNet:
-    """The CPU demo's network (``benchmarks/compare_coupling.py``): a narrow cnn4 (8-16-32-64) with a 3 x 3
-    layout before the heads."""
+def bench_model(tasks: tuple[Task, ...], seed: int = 0, backbone: str = "cnn4", **backbone_kw: Any) -> MultiHeadNet:
+    """A ``MultiHeadNet`` over ``tasks``; by default the CPU demo's network (``benchmarks/compare_coupling.py``):
+    a narrow cnn4 (8-16-32-64) with a 3 x 3 layout before the heads."""
     torch.manual_seed(seed)
-    return MultiHeadNet(tasks, "cnn4", widths=(8, 16, 32, 64), pool=3)
+    if backbone == "cnn4" and not backbone_kw:
+        backbone_kw = {"widths": (8, 16, 32, 64), "pool": 3}
+    return MultiHeadNet(tasks, backbone, **backbone_kw)
 
 
 def trainer_step(model: MultiHeadNet, case: Case, loss: LossConfig, *, device: str = "cpu", quota: int = 24,
                  validate: bool = False, augment: dict[str, Any] | None = None, channels_last: bool = True,
-                 seed: int = 0) -> tuple[Callable[[], dict[str, torch.Tensor]], TrainState]:
+                 amp: bool = False, seed: int = 0) -> tuple[Callable[[], dict[str, torch.Tensor]], TrainState]:
     """``(step, state)``: ``step()`` runs ``train.train_step`` once on a deep copy of ``model`` (its own optimiser,
     schedule and loader, set up as ``fit`` does; constant learning rate) and returns its loss terms.
     ``validate=True`` switches the losses' per-call value checks back on (the public default of the loss
-    functions; ``fit`` validates once at set-up and runs without them)."""
+    functions; ``fit`` validates once at set-up and runs without them). ``amp``: bf16 autocast (CUDA only)."""
     dev = resolve_device(device)
     datasets = check_sources(case.sources, case.tasks)
     aligned = _align(case.couplings, case.tasks, dev, loss) if loss.coann or loss.dm else []
@@ -92,7 +94,7 @@ def trainer_step(model: MultiHeadNet, case: Case, loss: LossConfig, *, device: s
     net = copy.deepcopy(model)
     state = _initial_state(net, datasets, dev, options, 0, quota=quota, sample_weights=None, prefetch=0,
                            channels_last=channels_last)
-    recipe = Recipe(net, case.tasks, aligned, loss, dev, amp=False, augment=augment, channels_last=channels_last,
+    recipe = Recipe(net, case.tasks, aligned, loss, dev, amp=amp, augment=augment, channels_last=channels_last,
                     grad_clip=5.0, seed=seed, rank=0, validate=validate)
 
     def step() -> dict[str, torch.Tensor]:
