@@ -33,10 +33,9 @@ def test_counter_counts_python_sync_paths_and_restores_torch():
                                     "nonzero": 1, "tolist": 1}
     assert counter.total == 6 and y.shape == (6,)
     assert all(getattr(torch.Tensor, n) is f for n, f in originals.items())
-    assert syncs_per_call(lambda: masked_bce(torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)), 2) \
-        == [1, 1]  # the public default validates (one sync) ...
-    assert syncs_per_call(lambda: masked_bce(torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool),
-                                             validate=False), 2) == [0, 0]  # ... the trainer's call does not
+    logits, target, mask = torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    assert syncs_per_call(lambda: masked_bce(logits, target, mask), 2) == [1, 1]  # the public default validates
+    assert syncs_per_call(lambda: masked_bce(logits, target, mask, validate=False), 2) == [0, 0]  # the trainer's
 
 
 def _fit_syncs(monkeypatch, validate: bool) -> list[int]:
