@@ -116,20 +116,29 @@ def relatedness_tensor(relatedness: Any, like: Tensor | None = None, validate: b
         bad = ~((r >= 0) & (r <= 1))
         if bool(bad.any()):
             raise ValueError(f"relatedness entries must lie in [0, 1] (p(attribute | class)), got {float(r[bad][0])}")
-    return r.detach() if r.requires_grad else r  # the same tensor every step for the trainer's aligned R
+    return r.detach() if r.requires_grad else r  # the same tensor every step (see keep_constants)
 
 
-def _constant(r: Tensor, key: tuple, compute: Callable[[], Tensor], keep: bool) -> Tensor:
-    """A tensor derived from R alone (its empty rows, log R clipped, ...): computed once and kept on R when
-    ``keep`` (the trainer's path, ``validate=False``: the same aligned R every step), recomputed after an in-place
-    change of R; computed afresh otherwise. The same operations either way, so the same values."""
-    try:
-        version = r._version if keep else None
-    except RuntimeError:  # an inference-mode tensor has no version counter: nothing kept
-        version = None
-    if version is None:
+def keep_constants(r: Tensor) -> Tensor:
+    """``r`` (a relatedness tensor), marked so that the losses compute what they derive from R alone (its empty
+    rows, log R clipped, row sums, prototypical sets) once and keep it on ``r``, instead of at every call; an
+    in-place torch change of ``r`` is noticed (its version counter) and recomputes them. Only for a tensor the
+    caller owns and never changes behind torch's back (e.g. through a numpy array sharing its memory): the trainer
+    marks its private aligned copy of each coupling's R. The same operations either way, so the same values."""
+    r._fb_constants = None
+    return r
+
+
+def _constant(r: Tensor, key: tuple, compute: Callable[[], Tensor]) -> Tensor:
+    """``compute()``, kept on ``r`` when ``r`` is marked by :func:`keep_constants` (recomputed after an in-place
+    change of ``r``)."""
+    if not hasattr(r, "_fb_constants"):
         return compute()
-    store = getattr(r, "_fb_constants", None)
+    try:
+        version = r._version
+    except RuntimeError:  # an inference-mode tensor has no version counter: nothing kept
+        return compute()
+    store = r._fb_constants
     if store is None or store[0] != version:
         store = (version, {})
         r._fb_constants = store
@@ -338,12 +347,12 @@ def co_annotation(
     if direction in ("attr_to_class", "both"):
         use = ~cmask & amask.any(dim=1)
         ann = amask.to(y.dtype)
-        empty = _constant(r, ("empty",), lambda: r.sum(dim=1) == 0, not validate)  # (C,)
+        empty = _constant(r, ("empty",), lambda: r.sum(dim=1) == 0)  # (C,)
         if mode == "hard":
             active = (amask & (y >= 0.5)).to(y.dtype)
-            proto = _constant(r, ("proto", threshold, y.dtype), lambda: (r >= threshold).to(y.dtype), not validate)
+            proto = _constant(r, ("proto", threshold, y.dtype), lambda: (r >= threshold).to(y.dtype))
             missing = (1 - active) @ proto.T  # (B, C): prototypical attributes not active
-            has_proto = _constant(r, ("has_proto", threshold), lambda: proto.sum(dim=1) > 0, not validate)
+            has_proto = _constant(r, ("has_proto", threshold), lambda: proto.sum(dim=1) > 0)
             match = (missing == 0) & has_proto
             if empty_row != "none":
                 match = match | (empty[None, :] & (active.sum(dim=1, keepdim=True) == 0))
@@ -368,15 +377,14 @@ def co_annotation(
 
 # ----------------------------------------------------------------------------------------------- distribution matching
 def _attr_to_class_log_q(
-    attr_logits: Tensor, r: Tensor, variant: str, temperature: float, empty_row: str, eps: float, keep: bool = False
+    attr_logits: Tensor, r: Tensor, variant: str, temperature: float, empty_row: str, eps: float
 ) -> Tensor:
-    """log q(c|x) reconstructed from the attribute head (P1 §3.2 / P2 §3, reconstruction [choice]); ``keep``: R's
-    derived tensors computed once (see :func:`_constant`)."""
-    empty = _constant(r, ("empty",), lambda: r.sum(dim=1) == 0, keep)
+    """log q(c|x) reconstructed from the attribute head (P1 §3.2 / P2 §3, reconstruction [choice])."""
+    empty = _constant(r, ("empty",), lambda: r.sum(dim=1) == 0)
     log_off = F.logsigmoid(-attr_logits).sum(dim=1, keepdim=True)  # log Π_j (1 - p_j)
     p = torch.sigmoid(attr_logits)
     if variant == "weighted_mean":
-        s = (p @ r.T) / _constant(r, ("row_sum",), lambda: r.sum(dim=1).clamp(min=_TINY), keep)
+        s = (p @ r.T) / _constant(r, ("row_sum",), lambda: r.sum(dim=1).clamp(min=_TINY))
         log_s = torch.log(s.clamp(min=_TINY))
         if empty_row == "product":
             log_s = torch.where(empty[None, :], log_off, log_s)
@@ -384,8 +392,8 @@ def _attr_to_class_log_q(
             log_s = torch.where(empty[None, :], torch.log((1 - p).mean(dim=1, keepdim=True).clamp(min=_TINY)), log_s)
         excluded = empty[None, :] & (empty_row == "none")  # score 0: stays at log(tiny) whatever the temperature
         return F.log_softmax(torch.where(excluded, log_s, log_s / temperature), dim=1)
-    log_r = _constant(r, ("log_r", eps), lambda: torch.log(r.clamp(eps, 1 - eps)), keep)
-    log_1mr = _constant(r, ("log_1mr", eps), lambda: torch.log1p(-r.clamp(eps, 1 - eps)), keep)
+    log_r = _constant(r, ("log_r", eps), lambda: torch.log(r.clamp(eps, 1 - eps)))
+    log_1mr = _constant(r, ("log_1mr", eps), lambda: torch.log1p(-r.clamp(eps, 1 - eps)))
     ll = p @ log_r.T + (1 - p) @ log_1mr.T  # (B, C) expected Bernoulli log-likelihood
     if empty_row == "product":
         ll = torch.where(empty[None, :], log_off, ll)
@@ -471,7 +479,7 @@ def distribution_matching(
         total = total + (per.sum() if reduction == "sum" else per.mean(dim=1).sum()) / batch
 
     if direction in ("attr_to_class", "both"):
-        log_q = _attr_to_class_log_q(attr_logits, r, variant, temperature, empty_row, eps, keep=not validate)
+        log_q = _attr_to_class_log_q(attr_logits, r, variant, temperature, empty_row, eps)
         if detach:
             log_q = log_q.detach()
         log_p = F.log_softmax(class_logits, dim=1)

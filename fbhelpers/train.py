@@ -47,7 +47,7 @@ from .callbacks import Callback, Selection, TensorBoardLogger
 from .checkpoints import Checkpointer, history_frame, rng_state, set_rng_state, write_csv
 from .display import show_progress
 from .files import plain_data
-from .losses import Coupling, LossConfig, check_prototypical, combined_loss, coupling_tensor
+from .losses import Coupling, LossConfig, check_prototypical, combined_loss, coupling_tensor, keep_constants
 from .metrics import score_task
 from .models import output_probabilities
 from .source import Source
@@ -201,10 +201,12 @@ def _val_sources(sources: Study | Mapping[str, Source], split: str) -> dict[str,
 def _align(couplings: Sequence[Coupling], tasks: Sequence[Task], device: torch.device,
            loss_config: LossConfig) -> list[Coupling]:
     """Every coupling with R as a tensor aligned to its tasks' label orders, on ``device``, validated once per run
-    (entries in [0, 1]; prototypical sets for hard co-annotation), so that the steps need not check it again."""
+    (entries in [0, 1]; prototypical sets for hard co-annotation), so that the steps need not check it again; a
+    private copy, whose derived tensors the losses keep (``losses.keep_constants``)."""
     aligned = []
     for c in couplings:
         ct, at, r = coupling_tensor(c, tasks, torch.zeros((), device=device))
+        r = keep_constants(r.clone())
         if loss_config.coann == "hard":
             try:
                 check_prototypical(r, loss_config.coann_threshold)

@@ -447,14 +447,20 @@ def test_validate_false_skips_the_value_checks_only():
 
 
 def test_constants_kept_on_r_follow_an_in_place_change():
-    """validate=False keeps R's derived tensors (log R, empty rows) on R; changing R in place recomputes them."""
+    """keep_constants (the trainer's aligned R): R's derived tensors (log R, empty rows) are computed once and kept
+    on R, recomputed after an in-place change; the values are those computed afresh."""
+    from fbhelpers.losses import keep_constants
+
     g = torch.Generator().manual_seed(0)
     cl, al = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
-    r = RT.clone().float()
+    r = keep_constants(RT.clone().float())
+    fresh = RT.clone().float()
     first = distribution_matching(cl, al, r, direction="attr_to_class", validate=False)
-    assert torch.equal(first, distribution_matching(cl, al, r, direction="attr_to_class"))
+    assert r._fb_constants is not None and not hasattr(fresh, "_fb_constants")
+    assert torch.equal(first, distribution_matching(cl, al, fresh, direction="attr_to_class"))
     assert torch.equal(first, distribution_matching(cl, al, r, direction="attr_to_class", validate=False))
     r[1, 1] = 0.9
+    fresh[1, 1] = 0.9
     changed = distribution_matching(cl, al, r, direction="attr_to_class", validate=False)
-    assert torch.equal(changed, distribution_matching(cl, al, r.clone(), direction="attr_to_class"))
+    assert torch.equal(changed, distribution_matching(cl, al, fresh, direction="attr_to_class"))
     assert not torch.equal(changed, first)
