@@ -20,8 +20,11 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m fbhelpers demo --profile $(PROFILE)
 
+# The browser tier (tests/test_browser.py) needs Chromium; without it pytest skips it and -rs prints why.
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || test -n "$$FB_CHROMIUM" || \
+		echo "make test: no Chromium found: the browser tier will be SKIPPED (apt-get install -y chromium)"
+	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 # JupyterLab on 127.0.0.1 in notebooks/, with the project's kernel (python3 in .venv); LAB_ARGS="--no-browser" etc.
 # As root (a container), JupyterLab needs --allow-root.

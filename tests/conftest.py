@@ -1,6 +1,12 @@
 """Shared fixtures."""
+from pathlib import Path
+
 import pytest
 import torch
+
+from fbhelpers import runner
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +17,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_suite(tmp_path_factory) -> runner.SuiteResult:
+    """The whole notebook suite run once in the ``smoke`` profile (summary.md / .html, notebooks exported to HTML);
+    shared by the notebook regression tests and the browser tier's report check."""
+    return runner.run_suite("smoke", out=tmp_path_factory.mktemp("smoke"), notebooks_dir=ROOT / "notebooks",
+                            progress=False, jobs=0)

@@ -32,10 +32,8 @@ def _numeric(value) -> bool:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    result = runner.run_suite("smoke", out=tmp_path_factory.mktemp("smoke"), notebooks_dir=ROOT / "notebooks",
-                              progress=False, jobs=0)
-    return {nb.name: nb for nb in result.notebooks}
+def smoke(smoke_suite):
+    return {nb.name: nb for nb in smoke_suite.notebooks}
 
 
 @pytest.fixture(scope="module")
