@@ -539,7 +539,8 @@ def face_browser(sources: Mapping[str, object], predictions: Mapping[str, Mappin
         return Figures(figs)
     w = _ipywidgets()
     source = w.Dropdown(options=list(sources), description="test set")
-    only = w.Checkbox(value=False, description="only faces where an AU no source labels is active", indent=False)
+    only = w.Checkbox(value=False, description="only faces where an AU no source labels is active", indent=False,
+                      layout=w.Layout(width="auto"))
     face = w.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)
     image, text = w.Image(format="png"), w.HTML()
     updating = _Updating()

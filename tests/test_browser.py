@@ -261,6 +261,9 @@ def _exercise(page, name: str, index: int, explorer) -> list[str]:
         _change(page, kind, control, back=True)
         if _state(page, explorer, equals=before) != before:
             problems.append(f"explorer {index}: {what} and back: the output did not return to its state before")
+        if kind == "slider":   # and the step onto the grid: the next control starts from the first face
+            _change(page, kind, control, back=True)
+            _state(page, explorer, differs_from=before)
     return problems
 
 
