@@ -62,7 +62,7 @@ def _unavailable() -> str | None:
     if not CHROMIUM or not Path(CHROMIUM).is_file():
         return f"no Chromium ({CHROMIUM or 'not on PATH'}; Debian: apt-get install -y chromium, or set FB_CHROMIUM)"
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - only whether it imports
     except ImportError:
         return "the playwright package is not installed (it is in requirements.txt: run make setup)"
     return None
