@@ -684,7 +684,9 @@ def annotation_coverage(coverage: pd.DataFrame, highlight: Sequence[str] | None 
         raise ValueError("annotation_coverage needs at least one source and one label")
     highlight = _checked_highlight(highlight, frame.columns)
     own = ax is None
-    fig, ax = _one(ax, figsize or (min(MAX_WIDTH, 3.5 + 0.5 * frame.shape[1]), 1.6 + 0.45 * frame.shape[0]))
+    labels = max(len(_short(str(c))) for c in frame.columns)   # the x tick labels stand upright under the map
+    height = 1.2 + 0.45 * frame.shape[0] + 0.08 * labels
+    fig, ax = _one(ax, figsize or (min(MAX_WIDTH, 3.5 + 0.5 * frame.shape[1]), height))
     _heatmap(frame, ax, annot=True, cmap="Greens", vmin=0.0, vmax=1.0, cbar_label="fraction annotated")
     ax.set_xlabel(frame.columns.name or "label")
     ax.set_ylabel(frame.index.name or "source")
