@@ -564,7 +564,10 @@ def coupling_tensor(
     rel = coupling.relatedness
     if hasattr(rel, "matrix"):
         rel = rel.matrix(ct.labels, at.labels)
-    r = relatedness_tensor(rel, like, validate)
+    try:
+        r = relatedness_tensor(rel, like, validate)
+    except ValueError as err:
+        raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from None
     if tuple(r.shape) != (ct.n_outputs, at.n_outputs):
         raise ValueError(
             f"coupling ({ct.name!r}, {at.name!r}): relatedness has shape {tuple(r.shape)} but tasks "

@@ -337,8 +337,9 @@ class Recipe:
     ``combined_loss`` over ``tasks`` and the aligned ``couplings`` with ``loss``; on ``device`` (bf16 autocast when
     ``amp``), with ``batching.augment(**augment)`` (None = off), ``channels_last`` inputs, gradient-norm clipping
     at ``grad_clip`` (None / 0 = off) and step seeds drawn from (``seed``, step, ``rank``). ``validate``: the losses'
-    per-call value checks (host syncs; off: ``fit`` validates the data, ``batching.task_arrays``, and the
-    couplings, ``_align``, once at set-up, so a step makes no host sync)."""
+    per-call value checks (on by default, for a hand-built recipe; they are host syncs: ``fit`` validates the
+    data, ``batching.task_arrays``, and the couplings, ``_align``, once at set-up and turns them off, so its steps
+    make no host sync)."""
 
     net: nn.Module
     tasks: tuple[Task, ...]
@@ -351,7 +352,7 @@ class Recipe:
     grad_clip: float | None = None
     seed: int = 0
     rank: int = 0
-    validate: bool = False
+    validate: bool = True
 
 
 def train_step(state: TrainState, recipe: Recipe) -> tuple[dict[str, torch.Tensor], float]:
@@ -612,7 +613,7 @@ def fit(
             callback.on_start(state.step, settings)
         # the step, the fixed points after it, and the loop
         recipe = Recipe(_network(model, dev, world, compile), tasks, aligned, loss_config, dev, use_amp,
-                        options["augment"], channels_last, grad_clip, seed, rank)
+                        options["augment"], channels_last, grad_clip, seed, rank, validate=False)
         monitor = _monitor(state, datasets, tasks, dev, use_amp, steps=steps, eval_every=eval_every,
                            evaluations=evaluations, selection=selection, checkpointer=checkpointer,
                            callbacks=callbacks, world=world, rank=rank, progress=progress,

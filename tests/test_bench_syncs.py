@@ -92,6 +92,6 @@ def test_fit_validates_the_couplings_once_before_training(monkeypatch):
         train.fit(bench_model(case.tasks), case.sources, case.tasks, estimated, LossConfig(coann="hard"),
                   steps=2, quota=4, device="cpu", progress=False)
     out_of_range = [dataclasses.replace(case.couplings[0], relatedness=r * 2)]
-    with pytest.raises(ValueError, match=r"relatedness entries must lie in \[0, 1\].*2"):
+    with pytest.raises(ValueError, match=r"coupling \('expr', 'au'\): relatedness entries must lie in \[0, 1\].*2"):
         train.fit(bench_model(case.tasks), case.sources, case.tasks, out_of_range, LossConfig(dm="both"),
                   steps=2, quota=4, device="cpu", progress=False)
