@@ -23,8 +23,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import datasets, inference, manifest, models, profiles, runner, synthetic
-from .bench import BENCHMARKS
+from . import bench, datasets, inference, manifest, models, profiles, runner, synthetic
 from .files import atomic_path
 
 
@@ -189,7 +188,6 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """The benchmarks of ``fbhelpers.bench`` (all by default): a table each, ``OUT/bench.csv``."""
-    from . import bench
 
     try:
         names = bench.resolve_names(args.names)
@@ -282,14 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--meta", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="metadata stored in the file (values parsed as YAML), e.g. --meta profile paper")
     export.set_defaults(func=cmd_export_model)
-    bench = sub.add_parser("bench", help="the benchmarks (candidates interleaved, medians): a table each, a CSV")
-    bench.add_argument("names", nargs="*", metavar="NAME",
-                       help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
-    bench.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    bench.add_argument("--out", default="runs/bench", help="folder of bench.csv (default runs/bench)")
-    bench.add_argument("--tiny", action="store_true", help="tiny sizes: proves the code runs, measures nothing")
-    bench.add_argument("--repeats", type=int, default=0, help="timed rounds (default: each benchmark's own)")
-    bench.set_defaults(func=cmd_bench)
+    bench_cmd = sub.add_parser("bench", help="the benchmarks (candidates interleaved, medians): a table each, a CSV")
+    bench_cmd.add_argument("names", nargs="*", metavar="NAME",
+                           help=f"benchmarks to run (default: all): {', '.join(bench.BENCHMARKS)}")
+    bench_cmd.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    bench_cmd.add_argument("--out", default="runs/bench", help="folder of bench.csv (default runs/bench)")
+    bench_cmd.add_argument("--tiny", action="store_true", help="tiny sizes: proves the code runs, measures nothing")
+    bench_cmd.add_argument("--repeats", type=int, default=0, help="timed rounds (default: each benchmark's own)")
+    bench_cmd.set_defaults(func=cmd_bench)
     refresh = sub.add_parser("refresh-references", help="run the suite and rewrite tests/references/<profile>.json")
     _add_run_options(refresh, "smoke")
     refresh.add_argument("--references", default=None, help="default tests/references/<profile>.json")

@@ -52,6 +52,11 @@ def test_cli_tiny_runs_pipeline_gpu_step_scale_and_writes_the_csv(tmp_path, caps
     again = pd.read_csv(out / "bench.csv")
     assert (again[again["benchmark"] == "pipeline"]["case"] == "again").all()
     assert len(again[again["benchmark"] != "pipeline"]) == len(table[table["benchmark"] != "pipeline"])
+    # ... on the same device only: a GPU run of a benchmark keeps its CPU rows
+    bench.write_csv(out / "bench.csv", [{**table.iloc[0].to_dict(), "case": "gpu", "device": "cuda"}],
+                    replace=["pipeline"])
+    both = pd.read_csv(out / "bench.csv")
+    assert sorted(both[both["benchmark"] == "pipeline"]["case"]) == ["again", "gpu"]
 
 
 def test_unknown_name_is_refused_with_the_known_names(capsys):

@@ -164,7 +164,9 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], replace: Iter
     new = pd.DataFrame(list(rows), columns=columns)
     if path.is_file():
         old = pd.read_csv(path)
-        old = old[~old["benchmark"].isin(set(replace))] if "benchmark" in old else old.iloc[:0]
+        devices = set(new["device"])   # a GPU run keeps the CPU rows of the same benchmarks, and back
+        stale = old["benchmark"].isin(set(replace)) & old["device"].isin(devices) if "benchmark" in old else True
+        old = old[~stale] if "benchmark" in old else old.iloc[:0]
         new = pd.concat([old.reindex(columns=columns), new], ignore_index=True) if len(old) else new
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

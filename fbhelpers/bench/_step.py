@@ -92,7 +92,7 @@ def trainer_step(model: MultiHeadNet, case: Case, loss: LossConfig, *, device: s
     options = {"steps": 10 ** 9, "seed": seed, "world_size": 1, "optimizer": "adamw", "lr": 1e-3,
                "weight_decay": 1e-4, "schedule": "constant", "warmup": 0}
     net = copy.deepcopy(model)
-    state = _initial_state(net, datasets, dev, options, 0, quota=quota, sample_weights=None, prefetch=0,
+    state = _initial_state(net, datasets, dev, options, 0, quota=quota, sample_weights=None, prefetch=None,
                            channels_last=channels_last)
     recipe = Recipe(net, case.tasks, aligned, loss, dev, amp=amp, augment=augment, channels_last=channels_last,
                     grad_clip=5.0, seed=seed, rank=0, validate=validate)

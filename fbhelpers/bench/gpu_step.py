@@ -19,7 +19,8 @@ step) against the step alone.
 Candidates are timed interleaved (``timing.interleaved``, ``steps_per_call`` steps per call, CUDA synchronised
 around each call). ``torch.compile`` is a candidate on CUDA only (its compile happens in the untimed warm-up
 round); ``FBHELPERS_BENCH_COMPILE=0`` leaves it out. ``torch.backends.cudnn.benchmark`` is on for every
-candidate (the trainer leaves it off). fp32 means full fp32 matmuls (PyTorch's default: no TF32).
+candidate (the trainer leaves it off). fp32 means full fp32: TF32 is off for matmuls (PyTorch's default) and, for
+the run, for cuDNN convolutions too (PyTorch's default there is TF32).
 
 On an H200 the full run (``python -m fbhelpers bench gpu_step --device cuda``) should take a few minutes, most of
 it ``torch.compile``'s warm-up.
@@ -200,12 +201,14 @@ def _steps(candidate: Candidate, x: torch.Tensor, y: torch.Tensor, steps: int) -
 
 
 def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[dict[str, Any]]:
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest convolution per shape (every candidate)
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.allow_tf32
+    cudnn.benchmark = True   # cuDNN picks its fastest convolution per shape (every candidate)
+    cudnn.allow_tf32 = False  # the fp32 baseline is fp32 in its convolutions too
     try:
         return _run(tiny, device, repeats)
     finally:
-        torch.backends.cudnn.benchmark = before
+        cudnn.benchmark, cudnn.allow_tf32 = before
 
 
 def _run(tiny: bool, device: str, repeats: int) -> list[dict[str, Any]]:

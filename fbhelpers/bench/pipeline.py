@@ -164,7 +164,8 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
             candidates["cached, 1 thread"] = CachedPipeline(source, batch, per_call, device, threads=1)
             candidates["cached, 1 thread"]()
         times = interleaved(candidates, s["repeats"], warmup=0, synchronize=sync)
-        del naive  # stops the persistent workers
+        candidates.clear()
+        del naive  # the last reference: stops the persistent workers before the folder goes
     images = batch * per_call
     rate = {f"{k} ({_describe(k)})": images / statistics.median(t) for k, t in times.items()}
     base = next(iter(rate))
