@@ -169,6 +169,9 @@ def _run_all(page, base: str, name: str) -> None:
         texts = prompts.all_inner_texts()
         if texts and all(any(ch.isdigit() for ch in t) and "*" not in t for t in texts):
             return
+        errors = [p for p in _problems(page) if p.startswith("error")]
+        if errors:   # Run All stops at a failing cell: the later prompts would never get a number
+            pytest.fail(f"{name}: a cell failed:\n" + "\n".join(errors))
         page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / f"{name}_timeout.png"))
     pytest.fail(f"{name}: not finished after {NOTEBOOK_SECONDS} s (prompts {prompts.all_inner_texts()})")
@@ -192,6 +195,16 @@ def _problems(page) -> list[str]:
     return found
 
 
+def _logged(page) -> list[str]:
+    """What JupyterLab's Log Console holds: output that belongs to no cell, e.g. a widget callback's traceback."""
+    page.locator(".lm-MenuBar-itemLabel:text-is('View')").click()
+    page.locator(".lm-Menu-itemLabel:text-is('Show Log Console')").click()
+    page.wait_for_selector(".jp-LogConsolePanel", timeout=10_000)
+    page.wait_for_timeout(500)
+    entries = page.locator(".jp-LogConsolePanel .jp-OutputArea-output").all_inner_texts()
+    return [f"log console: {text[:500]}" for text in entries if text.strip()]
+
+
 def _controls(explorer) -> list[tuple[str, object]]:
     """Every control of an explorer, as (kind, locator)."""
     found = []
@@ -202,23 +215,31 @@ def _controls(explorer) -> list[tuple[str, object]]:
     return found
 
 
-def _change(page, kind: str, control, back: bool) -> str:
-    """Change a control one step (``back``: undo that step); a label of what was done."""
+def _change(page, kind: str, control, back: bool) -> tuple[str, str]:
+    """Change a control one step (``back``: undo that step); (what was done, the label chosen or '')."""
     if kind == "dropdown":
         options = control.locator("option").all_inner_texts()
         chosen = options[0] if back else options[1]
         control.select_option(label=chosen)
-        return f"{kind} -> {chosen}"
+        return f"{kind} -> {chosen}", chosen
     if kind == "slider":
         control.focus()
         page.keyboard.press("ArrowLeft" if back else "ArrowRight")
-        return f"{kind} {'-' if back else '+'}1 step"
+        return f"{kind} {'-' if back else '+'}1 step", ""
     if kind == "checkbox":
         control.click()
-        return f"{kind} {'off' if control.is_checked() is False else 'on'}"
-    buttons = control.locator("button")
-    buttons.nth(0 if back else 1).click()
-    return f"{kind} -> {buttons.nth(0 if back else 1).inner_text()}"
+        return f"{kind} {'on' if control.is_checked() else 'off'}", ""
+    button = control.locator("button").nth(0 if back else 1)
+    button.click()
+    return f"{kind} -> {button.inner_text()}", button.inner_text()
+
+
+# What the explorer's text must say after a control changed to ``label`` (beyond "it changed and comes back").
+EXPECTED_TEXT = {
+    ("00_quickstart", "toggle"): "DM class → AU ({label})",         # the reduction names the DM loss row
+    ("02_affect_case_study", "dropdown"): "{label} test",           # the face shown is from the chosen test set
+    ("05_zero_few_shot", "dropdown"): "true class {label}",         # a face of the chosen compound class
+}
 
 
 def _state(page, explorer, differs_from=None, equals=None, seconds: float = 20) -> dict:
@@ -253,11 +274,14 @@ def _exercise(page, name: str, index: int, explorer) -> list[str]:
         if kind == "slider":   # onto the slider's step grid first: one step back then lands where it started
             _change(page, kind, control, back=False)
             before = _state(page, explorer, differs_from=before)
-        what = _change(page, kind, control, back=False)
+        what, label = _change(page, kind, control, back=False)
         after = _state(page, explorer, differs_from=before)
         explorer.screenshot(path=str(SHOTS / f"{name}_explorer{index}_{step}_{kind}.png"))
         if after == before:
             problems.append(f"explorer {index}: {what}: the output did not change")
+        expected = EXPECTED_TEXT.get((name, kind), "").format(label=label)
+        if expected and expected not in after["text"]:
+            problems.append(f"explorer {index}: {what}: the text does not say {expected!r}")
         _change(page, kind, control, back=True)
         if _state(page, explorer, equals=before) != before:
             problems.append(f"explorer {index}: {what} and back: the output did not return to its state before")
@@ -278,6 +302,7 @@ def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(lab, chromium, no
             problems.append("no explorer (an output with an ipywidgets Image) after Run All")
         for index in range(explorers.count()):
             problems += _exercise(page, notebook, index, explorers.nth(index))
+        problems += [f"after the explorers: {p}" for p in _problems(page)] + _logged(page)
         page.screenshot(path=str(SHOTS / f"{notebook}_window.png"))
     finally:
         page.close()
@@ -285,7 +310,15 @@ def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(lab, chromium, no
     assert not problems, f"{notebook} in JupyterLab:\n  " + "\n  ".join(problems)
 
 
-def test_html_report_shows_every_figure(available, chromium, smoke_suite):
+def _image_outputs(notebook: Path) -> int:
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    return sum("image/png" in out.get("data", {}) for cell in cells for out in cell.get("outputs", []))
+
+
+def test_html_report_shows_every_figure(available, chromium, request):
+    smoke_suite = request.getfixturevalue("smoke_suite")   # after `available`: no smoke run just to skip
     summary = smoke_suite.summary_html
     pages = [summary] + [nb.html for nb in smoke_suite.notebooks if nb.html]
     assert len(pages) == 1 + len(NOTEBOOKS), f"missing HTML exports: {[nb.html_error for nb in smoke_suite.notebooks]}"
@@ -306,6 +339,8 @@ def test_html_report_shows_every_figure(available, chromium, smoke_suite):
         page.close()
     assert not broken, "\n".join(broken)
     assert counts[summary.name] >= len(smoke_suite.notebooks), f"summary.html shows too few figures: {counts}"
+    for nb in smoke_suite.notebooks:   # an exported notebook shows every figure its executed copy holds
+        assert counts[nb.html.name] >= _image_outputs(nb.executed) > 0, (nb.name, counts)
 
 
 @pytest.mark.parametrize("required", [False, True])
