@@ -81,6 +81,19 @@ def test_gpu_step_is_skipped_without_cuda_unless_tiny(tmp_path, capsys):
     assert "gpu_step: skipped, no CUDA device" in capsys.readouterr().out
 
 
+def test_interleaved_alternates_and_reverses_the_order_in_blocks():
+    from fbhelpers.bench.timing import interleaved
+
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, warmup=1,
+                        reverse_every=2)
+    assert "".join(calls) == "ab" + "abab" + "baba"   # warm-up, two rounds in order, two reversed
+    assert [len(t) for t in times.values()] == [4, 4]
+    calls.clear()
+    interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, warmup=0)
+    assert "".join(calls) == "ababab"
+
+
 def test_rows_for_ratios_goals_and_the_table():
     rows = bench.rows_for("b", "c", "throughput", "images/s", {"slow": 100.0, "fast": 550.0}, baseline="slow", n=3,
                           goal=">= 5x", met=lambda c, v, r: None if r is None else r >= 5)

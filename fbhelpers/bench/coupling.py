@@ -26,6 +26,7 @@ import torch
 
 from ..losses import LossConfig
 from ..train import resolve_device
+from . import rows_for
 from ._step import SIZES, bench_model, coupled_case, trainer_step
 from .timing import interleaved, medians
 
@@ -69,7 +70,7 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
             steps = {cand: _cpu_timed(trainer_step(model, case, loss, device=str(dev), quota=quota,
                                                    channels_last=True, amp=cuda)[0], cpu_times.setdefault(cand, []))
                      for cand, loss in CANDIDATES.items()}
-            wall = _alternating(steps, repeats, warmup, sync)
+            wall = interleaved(steps, repeats, warmup=warmup, synchronize=sync, reverse_every=10)
             rows += _rows(name, "step_ms", {c: [1000 * t for t in ts] for c, ts in wall.items()})
             if dev.type == "cpu":
                 rows += _rows(name, "step_cpu_ms", {c: [1000 * t for t in ts[warmup:]] for c, ts in cpu_times.items()})
@@ -77,22 +78,6 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
     finally:
         torch.set_num_threads(threads)
     return rows
-
-
-def _alternating(steps: dict[str, Callable[[], Any]], repeats: int, warmup: int,
-                 sync: Callable[[], None] | None, block: int = 10) -> dict[str, list[float]]:
-    """``interleaved`` in blocks of ``block`` rounds, the candidates' order reversed every other block (the one
-    called second in a round runs measurably slower on a busy machine, A, A alike)."""
-    if warmup:
-        interleaved(steps, warmup, warmup=0, synchronize=sync)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for k, start in enumerate(range(0, repeats, block)):
-        order = names if k % 2 == 0 else names[::-1]
-        got = interleaved({n: steps[n] for n in order}, min(block, repeats - start), warmup=0, synchronize=sync)
-        for name, ts in got.items():
-            times[name] += ts
-    return times
 
 
 def _cpu_timed(step: Callable[[], Any], times: list[float]) -> Callable[[], None]:
@@ -106,14 +91,6 @@ def _cpu_timed(step: Callable[[], Any], times: list[float]) -> Callable[[], None
 
 
 def _rows(case: str, metric: str, times_ms: dict[str, list[float]]) -> list[dict[str, Any]]:
-    med = medians(times_ms)
-    base = med[BASELINE]
-    rows = []
-    for cand, value in med.items():
-        ratio = None if cand == BASELINE else value / base
-        judged = ratio is not None and cand != CONTROL
-        rows.append({"benchmark": "coupling", "case": case, "candidate": cand, "metric": metric,
-                     "value": float(value), "unit": "ms", "ratio": ratio,
-                     "goal": f"<= {GOAL:.2f}" if judged else "",
-                     "met": bool(ratio <= GOAL) if judged else None, "n": len(times_ms[cand])})
-    return rows
+    return rows_for("coupling", case, metric, "ms", medians(times_ms), baseline=BASELINE,
+                    n={c: len(ts) for c, ts in times_ms.items()}, goal=f"<= {GOAL:.2f}",
+                    met=lambda cand, value, ratio: None if ratio is None or cand == CONTROL else bool(ratio <= GOAL))
