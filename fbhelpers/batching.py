@@ -473,17 +473,16 @@ def augment(
         ).to(images.dtype)
         grid = _affine_grid(theta, images.shape[-2], images.shape[-1])
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    # the same operations in the same order as out-of-place ones (identical results), but in place once ``images``
-    # is a tensor of our own: every fresh batch-sized tensor costs an allocation and its page faults on CPU
-    own = crop is not None or bool(rotate) or flip
+    else:
+        images = images.clone()   # never change the caller's tensor
+    # in place on our own tensor: the same operations in the same order as out-of-place ones (identical results)
+    # without a fresh batch-sized tensor (an allocation and its page faults on CPU) per operation
     if brightness:
-        factor = u["brightness"].view(b, 1, 1, 1).to(images.dtype)
-        images, own = (images.mul_(factor) if own else images * factor), True
+        images.mul_(u["brightness"].view(b, 1, 1, 1).to(images.dtype))
     if contrast:
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images.sub_(mean) if own else images - mean)
-        images, own = images.mul_(u["contrast"].view(b, 1, 1, 1).to(images.dtype)).add_(mean), True
-    return images.clamp_(0.0, 1.0) if own else images.clamp(0.0, 1.0)
+        images.sub_(mean).mul_(u["contrast"].view(b, 1, 1, 1).to(images.dtype)).add_(mean)
+    return images.clamp_(0.0, 1.0)
 
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
