@@ -52,6 +52,12 @@ class _Updating:
     def __exit__(self, *exc) -> None:
         self.active = False
 
+    def restart(self, slider, n: int) -> None:
+        """``slider`` over ``n`` items (0 .. n - 1; 0 .. 0 when none), back at the first, without rendering."""
+        with self:
+            slider.max = max(0, n - 1)
+            slider.value = 0
+
 
 def _ipywidgets():
     try:
@@ -558,9 +564,7 @@ def face_browser(sources: Mapping[str, object], predictions: Mapping[str, Mappin
         text.value = f"{len(index)} faces; " + _face_html(table, i, preds[source.value])
 
     def on_filter(*_) -> None:
-        with updating:
-            face.max = max(0, len(chosen(source.value, only.value)) - 1)
-            face.value = 0
+        updating.restart(face, len(chosen(source.value, only.value)))
         render()
 
     source.observe(on_filter, names="value")
@@ -658,9 +662,7 @@ def compound_explorer(au_probs: np.ndarray, rel: Relatedness, labels: Sequence[i
         table.value = f"<b>{html.escape(title(i))}</b>{_scores_marked(compound_scores(au_probs[i], rel)).to_html()}"
 
     def on_class(*_) -> None:
-        with updating:
-            face.max = int((labels == cls.value).sum()) - 1
-            face.value = 0
+        updating.restart(face, int((labels == cls.value).sum()))
         render()
 
     cls.observe(on_class, names="value")
