@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from lab_server import free_port, serving, throwaway_dirs
 
 from fbhelpers import runner
 
@@ -77,12 +76,6 @@ def available():
         pytest.skip(f"browser tier skipped: {reason}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _prepare(folder: Path) -> None:
     """The notebooks with the smoke profile and INTERACTIVE = True injected (papermill, not executed)."""
     import papermill
@@ -104,8 +97,7 @@ def _lab_environment(tmp: Path) -> dict[str, str]:
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
                                                                           "checkForUpdates": False}))
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-    return {**env, "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-            "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
+    return {**env, **throwaway_dirs(tmp)}
 
 
 @pytest.fixture(scope="module")
@@ -115,31 +107,13 @@ def lab(available, tmp_path_factory):
         shutil.rmtree(RUN)
     _prepare(RUN / "notebooks")
     SHOTS.mkdir(parents=True)
-    port = _free_port()
-    args = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}",
-            "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-            f"--ServerApp.root_dir={RUN / 'notebooks'}"] + (["--allow-root"] if os.geteuid() == 0 else [])
-    log = open(RUN / "jupyterlab.log", "w")
-    proc = subprocess.Popen(args, env=_lab_environment(tmp_path_factory.mktemp("lab")), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"JupyterLab exited with {proc.returncode}: see {RUN / 'jupyterlab.log'}")
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"JupyterLab did not answer within 60 s: see {RUN / 'jupyterlab.log'}")
+    port = free_port()
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}",
+               "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
+               f"--ServerApp.root_dir={RUN / 'notebooks'}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    env = _lab_environment(tmp_path_factory.mktemp("lab"))
+    with serving(command, port, TOKEN, env, RUN / "jupyterlab.log") as base:
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from lab_server import free_port, serving, throwaway_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, method: str = "GET") -> dict | list:
@@ -62,30 +53,12 @@ def _execute(ws_base: str, token: str, kernel_id: str, code: str) -> str:
 @pytest.fixture
 def lab(tmp_path):
     """``make lab`` with a throwaway token, port and Jupyter config / runtime / settings folders."""
-    port, token = _free_port(), "fbhelpers-test-token"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    port, token = free_port(), "fbhelpers-test-token"
     args = f"--no-browser --port={port} --IdentityProvider.token={token} --ServerApp.port_retries=0"
-    proc = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS={args}", f"PYTHON={sys.executable}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                _get(f"{base}/api/status?token={token}")
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"make lab exited with {proc.returncode}:\n{proc.stdout.read()}")
-                time.sleep(0.5)
-        else:
-            pytest.fail("JupyterLab did not answer within 60 s")
+    command = ["make", "--no-print-directory", "lab", f"LAB_ARGS={args}", f"PYTHON={sys.executable}"]
+    with serving(command, port, token, {**os.environ, **throwaway_dirs(tmp_path)}, tmp_path / "lab.log",
+                 cwd=ROOT) as base:
         yield base, token
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
 
 
 def test_make_lab_serves_the_notebooks_with_the_project_kernel(lab):
