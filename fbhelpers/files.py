@@ -10,6 +10,7 @@ reads such files back with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -65,3 +66,25 @@ def read_weights_only(path: str | os.PathLike, where: str) -> Any:
                   if refused else f"torch.load(weights_only=True) cannot read it ({type(err).__name__}: "
                                   f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})")
         raise ValueError(f"{where} is not an fbhelpers file: {reason}") from None
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_path` (a reader never sees a half-written file)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, newline="")
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (``write_text_atomic``); NaN is refused."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path`` (``{}`` if the file does not exist); ValueError naming the file and line if invalid."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None

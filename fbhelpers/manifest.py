@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
-from . import datasets, profiles, runner
+from . import datasets
+from .files import write_json_atomic
+from .paths import DATASETS, data_root, find_repo_path, notebook_key
 
 MANIFEST = "data_manifest.yaml"
 LOCK = "fbhelpers-data.lock.json"
@@ -130,7 +132,7 @@ def check_data(manifest: Path, root: Path | None, count: bool = True,
     for ds in load_manifest(manifest):
         if names is not None and ds["name"] not in names:
             continue
-        uses = [nb for nb, need in profiles.DATASETS.items() if ds["name"] in need["required"] + need["optional"]]
+        uses = [nb for nb, need in DATASETS.items() if ds["name"] in need["required"] + need["optional"]]
         check = DatasetCheck(ds["name"], "missing", None, expected_rows=ds["expected_rows"], notebooks=uses)
         checks.append(check)
         if root is None:
@@ -164,26 +166,26 @@ def record_lock(manifest: Path, root: Path) -> tuple[Path, int]:
             files = annotation_files(base, ds["annotations"])
             lock[ds["name"]] = {str(p.relative_to(base)): _sha256(p) for p in files}
     path = root / LOCK
-    runner.write_json_atomic(path, lock)
+    write_json_atomic(path, lock)
     return path, sum(len(v) for v in lock.values())
 
 
 def missing_for_notebooks(checks: list[DatasetCheck]) -> dict[str, list[str]]:
     """Notebook stem -> the datasets its ``paper`` profile requires that were not found (empty: it can run)."""
     found = {c.name for c in checks if c.usable}
-    return {nb: [n for n in need["required"] if n not in found] for nb, need in profiles.DATASETS.items()}
+    return {nb: [n for n in need["required"] if n not in found] for nb, need in DATASETS.items()}
 
 
 def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANIFEST) -> Path:
     """The folder of dataset ``name`` under the data root (``DATA_ROOT`` or ``$FB_DATA_ROOT``), after checking its
     annotation files; FileNotFoundError naming the dataset, the paths looked for and ``check-data`` otherwise."""
-    path = runner.find_repo_path(manifest)
+    path = find_repo_path(manifest)
     entries = {ds["name"]: ds for ds in load_manifest(path)}
     if name not in entries:
         raise KeyError(f"dataset {name!r} is not in {path}; known: {sorted(entries)}")
     hint = "run `python -m fbhelpers check-data --data-root PATH` to see what is found"
     try:
-        root = profiles.data_root(DATA_ROOT)
+        root = data_root(DATA_ROOT)
     except (ValueError, FileNotFoundError) as err:
         raise FileNotFoundError(f"dataset {name!r} needs a data root: {err}; {hint}") from None
     for check in check_data(path, root, count=False, names=[name]):
@@ -195,7 +197,7 @@ def require(name: str, DATA_ROOT: str | None = None, manifest: str | Path = MANI
 
 def require_notebook(notebook: str, DATA_ROOT: str | None = None, manifest: str | Path = MANIFEST) -> Path:
     """The data root of a notebook's ``paper`` profile, after :func:`require` of every dataset it needs
-    (``profiles.DATASETS``); the optional ones it uses are only looked for by the study builders."""
-    for name in profiles.DATASETS[profiles.notebook_key(notebook)]["required"]:
+    (``paths.DATASETS``); the optional ones it uses are only looked for by the study builders."""
+    for name in DATASETS[notebook_key(notebook)]["required"]:
         require(name, DATA_ROOT, manifest)
-    return profiles.data_root(DATA_ROOT)
+    return data_root(DATA_ROOT)

@@ -30,32 +30,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
-from . import runner, train
+from . import train
 from .experiments import ABLATIONS
-
-NOTEBOOKS: dict[str, str] = {
-    "00": "00_quickstart",
-    "01": "01_relatedness_study",
-    "02": "02_affect_case_study",
-    "03": "03_identity_attributes",
-    "04": "04_beyond_faces",
-    "05": "05_zero_few_shot",
-}
-ENV_DATA_ROOT = "FB_DATA_ROOT"
-
-#: notebook stem -> the real databases (``data_manifest.yaml`` names) its ``paper`` profile needs ("required") and
-#: uses when they are there ("optional"). Each notebook's header names the same; ``check-data`` reports them.
-DATASETS: dict[str, dict[str, list[str]]] = {
-    "00_quickstart": {"required": ["affectnet", "emotionet", "disfa", "affwild2"], "optional": []},
-    "01_relatedness_study": {"required": ["affwild2"], "optional": ["celeba", "cub"]},
-    "02_affect_case_study": {"required": ["affectnet", "emotionet", "disfa", "bp4d", "affwild2"], "optional": []},
-    "03_identity_attributes": {"required": ["celeba"], "optional": []},
-    "04_beyond_faces": {"required": ["cub"], "optional": []},
-    "05_zero_few_shot": {"required": ["affectnet", "emotionet", "rafdb_compound"], "optional": []},
-}
+from .files import write_json_atomic
+from .paths import DATASETS, ENV_DATA_ROOT, NOTEBOOKS, data_root, notebook_key  # noqa: F401 (profiles.X too)
+from .recording import configure
 
 _ALL_ABLATIONS = list(ABLATIONS)
 _BASE: dict[str, dict[str, Any]] = {
@@ -104,15 +85,6 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def notebook_key(notebook: str) -> str:
-    """The stem of ``notebook`` given as "02", "02_affect_case_study", a file name or a path (KeyError if unknown)."""
-    name = Path(str(notebook)).stem
-    for key, stem in NOTEBOOKS.items():
-        if name in (key, stem):
-            return stem
-    raise KeyError(f"unknown notebook {notebook!r}; valid: {sorted(NOTEBOOKS)} or {sorted(NOTEBOOKS.values())}")
-
-
 def _check_type(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool) or isinstance(default, str):
         ok = isinstance(value, type(default))
@@ -157,23 +129,6 @@ def resolve_device(device: str | None, preferred: str = "auto") -> str:
     return choice
 
 
-def data_root(DATA_ROOT: str | os.PathLike | None = None) -> Path:
-    """The real-data root: the notebook's ``DATA_ROOT`` parameter, else env ``FB_DATA_ROOT``.
-
-    ValueError when neither is set, FileNotFoundError (naming the path and where it came from) when it is not a
-    directory. Layouts under it: ``data_manifest.yaml`` (``python -m fbhelpers check-data``).
-    """
-    origin = "DATA_ROOT"
-    if DATA_ROOT in (None, ""):
-        DATA_ROOT, origin = os.environ.get(ENV_DATA_ROOT), f"${ENV_DATA_ROOT}"
-    if not DATA_ROOT:
-        raise ValueError(f"no data root: set the DATA_ROOT parameter or the {ENV_DATA_ROOT} environment variable")
-    root = Path(DATA_ROOT).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} (from {origin}) is not a directory")
-    return root
-
-
 def setup(
     PROFILE: str = "demo",
     SEED: int = 0,
@@ -190,7 +145,7 @@ def setup(
     ``device`` (concrete) and ``output_dir``; also written to ``<output_dir>/config.json``. DESIGN.md §Profiles.
     """
     settings = resolve(notebook, PROFILE, **overrides)
-    out = runner.configure(OUTPUT_DIR, seed=int(SEED))
+    out = configure(OUTPUT_DIR, seed=int(SEED))
     device = resolve_device(DEVICE, settings["device"])
     if PROFILE == "paper" and device == "cpu":
         warnings.warn("profile 'paper' on a CPU: expect hours; pass DEVICE='cuda' on a GPU machine", stacklevel=2)
@@ -203,5 +158,5 @@ def setup(
         "device": device,
         "output_dir": str(out),
     }
-    runner.write_json_atomic(out / "config.json", config)
+    write_json_atomic(out / "config.json", config)
     return config

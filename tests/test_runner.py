@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from fbhelpers import profiles, runner
+from fbhelpers import profiles, recording, runner
 from fbhelpers.__main__ import main, parse_value
 
 PARAMS = 'PROFILE = "smoke"\nSEED = 0\nDEVICE = "auto"\nDATA_ROOT = None\nOUTPUT_DIR = None\nSCALE = 1\nOVERRIDES = {}'
@@ -105,7 +105,7 @@ def test_a_kernel_that_never_started_is_retried_once_and_a_dead_worker_is_a_fail
 @pytest.fixture
 def fresh_output(monkeypatch, tmp_path):
     """record() state isolated per test."""
-    monkeypatch.setattr(runner, "_output_dir", None)
+    monkeypatch.setattr(recording, "_output_dir", None)
     monkeypatch.delenv(runner.ENV_OUTPUT_DIR, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
