@@ -1,13 +1,22 @@
-"""What ``train.fit`` does at its fixed points besides training: the logging ``Callback`` hooks (``TensorBoardLogger``
-is one) and the best-model ``Selection`` with early stopping.
+"""What ``train.fit`` does at its fixed points besides training: the ``Callback`` hooks, the logging callbacks
+(``TensorBoardLogger``) and the best-model ``Selection`` with early stopping (the checkpoint writer,
+``checkpoints.Checkpointer``, is one too).
 
 ``fit(..., callbacks=[...])`` takes ``Callback`` objects; ``fit`` calls their methods at fixed points, on rank 0
-only under DDP, and every method is a no-op unless overridden:
+only under DDP (unless the callback sets ``all_ranks``), and every method is a no-op unless overridden:
 
 - ``on_start(step, settings)``: before the first step (``step`` > 0 on resume; ``settings``: plain values);
 - ``on_log(step, row)``: every history row, in step order (the evaluation columns included on evaluation rows);
 - ``on_evaluate(step, split, scores)``: every evaluation, tidy ``scores`` (source, task, metric, value);
+- ``on_evaluated(state, scores)``: after a step's evaluations, before its rows are logged (``state``: the
+  ``train.TrainState``; ``scores``: history prefix, ``"eval"`` / ``"val"``, -> tidy scores, empty off rank 0);
+- ``on_step_end(state)``: after every step's fixed points;
 - ``on_end(history)``: after training (not after an error).
+
+A callback with ``all_ranks = True`` runs on every rank; only such a callback may ask for the history to be read
+back from the device before its ``on_step_end`` (``needs_history(step)``) or end training (``stopped``), since
+every rank must agree. ``Selection`` and ``checkpoints.Checkpointer`` are such callbacks; ``fit`` calls the
+selection first and the checkpoint writer last.
 
 ``TensorBoardLogger(log_dir)`` (or ``fit(..., tensorboard_dir=...)``) is one: every history column as a scalar,
 with the optional ``tensorboard`` package. An experiment tracker is a few lines::
@@ -29,6 +38,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .batching import TaskDataset
@@ -37,8 +47,12 @@ from .tasks import Task
 
 
 class Callback:
-    """Hooks that ``fit(..., callbacks=[...])`` calls at fixed points (rank 0 only under DDP); each is a no-op
-    here, so a subclass overrides only what it needs (see the module docstring for an example)."""
+    """Hooks that ``fit(..., callbacks=[...])`` calls at fixed points (rank 0 only under DDP unless
+    ``all_ranks``); each is a no-op here, so a subclass overrides only what it needs (see the module docstring).
+    ``stopped``: set by an ``all_ranks`` callback to end training after the current step."""
+
+    all_ranks: bool = False
+    stopped: bool = False
 
     def on_start(self, step: int, settings: Mapping[str, Any]) -> None:
         """Before the first step: ``step`` is where training starts (> 0 on resume), ``settings`` the run's
@@ -49,6 +63,18 @@ class Callback:
 
     def on_evaluate(self, step: int, split: str | None, scores: pd.DataFrame) -> None:
         """Every evaluation: tidy ``scores`` (source, task, metric, value) on ``split`` after ``step`` steps."""
+
+    def on_evaluated(self, state: Any, scores: Mapping[str, pd.DataFrame]) -> None:
+        """After a step's evaluations, before its rows are logged: ``state`` the ``train.TrainState`` (its last
+        row is this step's), ``scores`` history prefix (``"eval"``, ``"val"``) -> tidy scores (empty off rank 0)."""
+
+    def needs_history(self, step: int) -> bool:
+        """True when ``on_step_end`` after ``step`` reads the history (read back from the device first; only
+        asked of an ``all_ranks`` callback)."""
+        return False
+
+    def on_step_end(self, state: Any) -> None:
+        """After every step's fixed points, with the ``train.TrainState``."""
 
     def on_end(self, history: pd.DataFrame) -> None:
         """After training (not after an error): the whole history, ``attrs`` ``best_step`` and ``best_score``."""
@@ -81,11 +107,14 @@ class TensorBoardLogger(Callback):
         self.writer.close()
 
 
-class Selection:
+class Selection(Callback):
     """Best-model selection on one validation score, ``select``: ``"<task>/<metric>"`` (mean over the sources
     whose validation rows label the task) or ``"<source>/<task>/<metric>"``; ``mode`` "max" (higher is better) or
     "min". Early stopping after ``patience`` evaluations without improvement (None = never). A NaN score never
-    improves. The best weights are kept on the CPU."""
+    improves. The best weights are kept on the CPU. A callback on every rank: rank 0 scores the ``"val"``
+    evaluation (history column ``val/select``) and every rank updates with rank 0's score."""
+
+    all_ranks = True
 
     def __init__(self, select: str, mode: str = "max", patience: int | None = None) -> None:
         parts = select.split("/") if isinstance(select, str) else []
@@ -122,6 +151,12 @@ class Selection:
             raise ValueError(f"select {self.select!r}: no such validation score; there are {sorted(set(have))}")
         return float(scores.loc[keep, "value"].mean())
 
+    def on_evaluated(self, state: Any, scores: Mapping[str, pd.DataFrame]) -> None:
+        score = None
+        if "val" in scores:
+            score = state.rows[-1]["val/select"] = self.score(scores["val"])
+        self.update(state.step, _from_rank0(score), state.model)
+
     def update(self, step: int, score: float, model: nn.Module) -> None:
         """Keep ``model``'s weights when ``score`` beats the best so far; count evaluations without improvement."""
         best = self.best_score
@@ -140,3 +175,12 @@ class Selection:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_step, self.best_score, self.best_model = state["step"], state["score"], state["model"]
         self.waited, self.stopped = int(state["waited"]), bool(state["stopped"])
+
+
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank of the open process group (``value`` itself outside DDP)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

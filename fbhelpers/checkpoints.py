@@ -2,8 +2,9 @@
 
 In a run's ``checkpoint_dir``: ``last.pt`` (:data:`CHECKPOINT`: the training state, the run's settings, the
 best-model selection state and what rebuilds the model), ``best.pt`` (:data:`BEST`: the best weights when
-selecting) and ``history.csv`` (:data:`HISTORY`), written by the ``Checkpointer``. Every file is written under a
-temporary name and then renamed (``files.atomic_path``), so that a killed process never leaves a half-written one;
+selecting) and ``history.csv`` (:data:`HISTORY`), written by the ``Checkpointer`` (a ``callbacks.Callback``
+that ``fit`` calls after every step). Every file is written under a temporary name and then renamed
+(``files.atomic_path``), so that a killed process never leaves a half-written one;
 checkpoints hold only tensors and plain containers and are read with ``weights_only=True``. The global RNG states
 (torch, CUDA, numpy, Python) and the augmentation generator's are saved too, so a resumed run replays the
 uninterrupted one exactly; a checkpoint written with other settings is refused, listing them.
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .callbacks import Selection
+from .callbacks import Callback, Selection
 from .files import atomic_path, read_weights_only
 
 CHECKPOINT = "last.pt"
@@ -83,29 +84,39 @@ class _Resumable(Protocol):
     """What the ``Checkpointer`` saves and restores (``train.TrainState``)."""
 
     rows: list[dict[str, float]]
+    step: int
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
-class Checkpointer:
-    """Rank 0 writes, atomically, into ``folder``: ``last.pt`` (the ``TrainState``, ``config`` = the run's
-    settings, ``best`` = the selection state, and ``meta``: ``model_spec``, ``input_size``, ``couplings``) every
-    ``every`` steps, at the end and at an early stop; ``best.pt`` (the best weights as ``model``, with ``step``,
-    ``score``, ``select``, ``config`` and ``meta``) when the best step changed; and ``history.csv``."""
+class Checkpointer(Callback):
+    """A callback on every rank (the history is read back before a write); rank 0 writes, atomically, into
+    ``folder``: ``last.pt`` (the ``TrainState``, ``config`` = the run's settings, ``best`` = the ``selection``
+    state, and ``meta``: ``model_spec``, ``input_size``, ``couplings``) every ``every`` steps, at the end
+    (``steps``) and at an early stop; ``best.pt`` (the best weights as ``model``, with ``step``, ``score``,
+    ``select``, ``config`` and ``meta``) when the best step changed; and ``history.csv``."""
 
-    def __init__(self, folder: str | Path, every: int, settings: Mapping[str, Any], meta: Mapping[str, Any],
-                 rank: int) -> None:
-        self.folder, self.every, self.settings, self.meta, self.rank = Path(folder), every, settings, meta, rank
+    all_ranks = True
+
+    def __init__(self, folder: str | Path, every: int, steps: int, settings: Mapping[str, Any],
+                 meta: Mapping[str, Any], rank: int, selection: Selection | None = None) -> None:
+        self.folder, self.every, self.steps, self.settings, self.meta = Path(folder), every, steps, settings, meta
+        self.rank, self.selection = rank, selection
         self.best_written: int | None = None
 
-    def due(self, step: int, steps: int) -> bool:
-        return step == steps or step % self.every == 0
+    def needs_history(self, step: int) -> bool:
+        return step == self.steps or step % self.every == 0
 
-    def write(self, state: _Resumable, selection: Selection | None) -> None:
+    def on_step_end(self, state: _Resumable) -> None:
+        if self.needs_history(state.step) or (self.selection is not None and self.selection.stopped):
+            self.write(state)
+
+    def write(self, state: _Resumable) -> None:
         if self.rank != 0:
             return
+        selection = self.selection
         if selection is not None and selection.best_step not in (None, self.best_written):
             save_checkpoint(self.folder / BEST, {"step": selection.best_step, "score": selection.best_score,
                                                  "select": selection.select, "model": selection.best_model,
@@ -116,8 +127,9 @@ class Checkpointer:
                                                    **self.meta})
         write_csv(history_frame(state.rows), self.folder / HISTORY)
 
-    def restore(self, state: _Resumable, selection: Selection | None) -> None:
-        """Continue from ``last.pt`` when it exists; ValueError listing every setting that differs."""
+    def restore(self, state: _Resumable) -> None:
+        """Continue from ``last.pt`` when it exists (the selection too); ValueError listing every setting that
+        differs."""
         path = self.folder / CHECKPOINT
         if not path.exists():
             return
@@ -127,9 +139,9 @@ class Checkpointer:
             listed = "; ".join(f"{k}: {_short(a)} vs {_short(b)}" for k, (a, b) in diff.items())
             raise ValueError(f"checkpoint {path} was written with other settings (saved vs now): {listed}")
         state.load_state_dict(saved)
-        if selection is not None:
-            selection.load_state_dict(saved["best"])
-            self.best_written = selection.best_step
+        if self.selection is not None:
+            self.selection.load_state_dict(saved["best"])
+            self.best_written = self.selection.best_step
 
 
 def _differences(saved: Any, now: Any, name: str = "") -> dict[str, tuple[Any, Any]]:

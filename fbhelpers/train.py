@@ -6,20 +6,25 @@ schedule for the coupling study, so optimiser, schedule, augmentation and budget
 
 How ``fit`` is built, in reading order:
 
-1. set-up: the sources are checked, the couplings' R aligned to the tasks' label orders, and the run's
-   ``settings`` (everything that changes results) collected as plain values;
-2. a ``TrainState`` (model, optimiser, scheduler, sampler, augmentation RNG, step, history rows): what training
-   changes and a checkpoint saves;
+1. ``TrainConfig``: every setting of a run besides the model, the data and the loss (optimiser and schedule,
+   hardware, evaluation and selection, checkpointing, logging), as one value; ``fit``'s keyword settings are
+   overrides of it;
+2. ``prepare(...)``: the sources checked, the couplings' R aligned to the tasks' label orders, the run's
+   ``settings`` (everything that changes results, as plain values), a ``TrainState`` (model, optimiser,
+   scheduler, sampler, augmentation RNG, step, history rows: what training changes and a checkpoint saves,
+   restored on resume) and the ``Recipe`` of a step, returned together as a ``Setup``; benchmarks and
+   ``experiments`` build their steps with it too;
 3. ``train_step(state, recipe)``: one optimisation step on the next mixed batch;
 4. fixed points after each step (``_Monitor``): read the losses back into the history, evaluate (``eval_sources``
-   on ``eval_split``; the training sources on ``val_split``), select the best model and stop early
-   (``callbacks.Selection``), call the logging callbacks (``callbacks.Callback``, e.g. ``TensorBoardLogger``),
-   write the checkpoint (``checkpoints.Checkpointer``).
+   on ``eval_split``; the training sources on ``val_split``), then the callbacks (``callbacks.Callback``): the
+   best-model selection and early stopping (``callbacks.Selection``), the logging callbacks (e.g.
+   ``TensorBoardLogger``) and the checkpoint writer (``checkpoints.Checkpointer``).
 
 Device-agnostic: CPU or CUDA (``device="auto"``), bf16 autocast on CUDA, optional ``channels_last`` and
 ``torch.compile``. Under ``torchrun`` (``WORLD_SIZE > 1``) the same ``fit`` runs DistributedDataParallel (gloo on
 CPU, NCCL on CUDA): each rank draws its own disjoint share of every source's quota; only rank 0 evaluates, writes
-checkpoints, history and progress and runs the callbacks. Checkpoints are written atomically and hold everything
+checkpoints, history and progress and runs the logging callbacks (the selection and the checkpoint writer
+run on every rank, so that all stop together). Checkpoints are written atomically and hold everything
 needed to resume the exact same run: ``fit(..., resume=True)`` after a crash ends with the same weights as an
 uninterrupted run, and refuses a checkpoint written with other settings.
 """
@@ -53,6 +58,80 @@ from .models import output_probabilities
 from .source import Source
 from .study import Study
 from .tasks import Task
+
+
+# ----------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a ``fit`` run besides the model, the data and the loss, in groups (the defaults are
+    [choice]s; ``fit``'s docstring gives each one's meaning). Flat: ``fit(model, study, steps=600, lr=1e-3)``
+    and papermill ``-p`` parameters override single fields; ``config.replace(**overrides)`` does the same and
+    refuses an unknown name, listing the valid ones.
+
+    - budget and data draw: ``steps``, ``quota`` (rows per source and step), ``seed``, ``sample_weights``;
+    - optimiser and schedule: ``optimizer``, ``lr``, ``weight_decay``, ``schedule``, ``warmup_steps``,
+      ``grad_clip``, ``augment``;
+    - hardware: ``device``, ``amp``, ``channels_last``, ``compile``, ``prefetch``, ``sync_every``;
+    - evaluation and best-model selection: ``eval_sources``, ``eval_every``, ``eval_split``, ``val_split``,
+      ``select``, ``select_mode``, ``patience``;
+    - checkpointing: ``checkpoint_dir``, ``checkpoint_every``, ``resume``;
+    - logging: ``progress``, ``history_csv``, ``tensorboard_dir``.
+    """
+
+    steps: int = 500
+    quota: int | Mapping[str, int] = 32
+    seed: int = 0
+    sample_weights: Mapping[str, np.ndarray] | None = None
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int | None = None
+    grad_clip: float | None = 5.0
+    augment: bool | Mapping[str, Any] = True
+    device: str | torch.device = "auto"
+    amp: bool | str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    prefetch: int | None = None
+    sync_every: int | None = None
+    eval_sources: Study | Mapping[str, Source] | None = None
+    eval_every: int | None = None
+    eval_split: str | None = "test"
+    val_split: str | None = None
+    select: str | None = None
+    select_mode: str = "max"
+    patience: int | None = None
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
+    progress: bool | None = None
+    history_csv: str | Path | None = None
+    tensorboard_dir: str | Path | None = None
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with ``overrides``; TypeError naming an unknown setting and listing the valid ones."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"unknown training settings {unknown}; TrainConfig takes {names}")
+        return dataclasses.replace(self, **overrides) if overrides else self
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps: ``warmup_steps``, by default 5 % of ``steps``."""
+        return round(0.05 * self.steps) if self.warmup_steps is None else int(self.warmup_steps)
+
+    def check(self) -> None:
+        """ValueError for settings that contradict each other (checked before anything is built)."""
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
+        if self.select is not None and not self.val_split:
+            raise ValueError(f"select={self.select!r} needs val_split (the split it is scored on, e.g. 'val')")
+        if self.patience is not None and self.select is None:
+            raise ValueError(f"patience={self.patience!r} needs select (the validation score it watches)")
 
 
 # ----------------------------------------------------------------------------------------------- set-up helpers
@@ -162,20 +241,9 @@ def _use_device(device: str | torch.device, local_rank: int) -> torch.device:
     return dev
 
 
-def _check_run(steps: int, resume: bool, checkpoint_dir: str | Path | None, val_split: str | None,
-               select: str | None, patience: int | None) -> None:
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
-    if select is not None and not val_split:
-        raise ValueError(f"select={select!r} needs val_split (the split it is scored on, e.g. 'val')")
-    if patience is not None and select is None:
-        raise ValueError(f"patience={patience!r} needs select (the validation score it watches)")
-
-
-def _augment_options(augment: bool | Mapping[str, Any]) -> dict[str, Any] | None:
-    """All keyword arguments of ``batching.augment`` (its defaults completed), None when off; unknown names refused."""
+def augment_options(augment: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``TrainConfig.augment`` as all keyword arguments of ``batching.augment`` (its defaults completed), None
+    when off; unknown names refused."""
     if not augment:
         return None
     defaults = {k: p.default for k, p in inspect.signature(batching.augment).parameters.items()
@@ -257,22 +325,30 @@ def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
                        "couplings": couplings, "model": spec})
 
 
+def _options(config: TrainConfig, world: int) -> dict[str, Any]:
+    """The scalar settings of ``config`` that change results (part of the run's ``settings``)."""
+    c = config
+    return {"steps": c.steps, "seed": c.seed, "world_size": world, "optimizer": c.optimizer, "lr": c.lr,
+            "weight_decay": c.weight_decay, "schedule": c.schedule, "grad_clip": c.grad_clip, "warmup": c.warmup,
+            "augment": augment_options(c.augment), "sample_weights": _digest(c.sample_weights),
+            "val_split": c.val_split, "select": c.select, "select_mode": c.select_mode, "patience": c.patience,
+            "eval_every": c.eval_every if c.val_split else None}
+
+
 def _initial_state(model: nn.Module, datasets: Mapping[str, TaskDataset], device: torch.device,
-                   options: Mapping[str, Any], rank: int, *, quota: int | Mapping[str, int],
-                   sample_weights: Mapping[str, np.ndarray] | None, prefetch: int | None,
-                   channels_last: bool) -> TrainState:
-    """The model on ``device`` in train mode, a fresh optimiser and schedule (``options``: fit's settings), the
-    multi-source loader at step 0 (``prefetch`` default: 2 on CUDA, 0 on CPU)."""
+                   config: TrainConfig, rank: int, world: int) -> TrainState:
+    """The model on ``device`` in train mode, a fresh optimiser and schedule, the multi-source loader at step 0
+    (``prefetch`` default: 2 on CUDA, 0 on CPU)."""
+    c = config
     model.to(device)
-    if channels_last:
+    if c.channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()
-    o = options
-    opt = _optimizer(model.parameters(), o["optimizer"], o["lr"], o["weight_decay"])
-    sched = _scheduler(opt, o["schedule"], o["steps"], o["warmup"], o["lr"])
-    prefetch = (2 if device.type == "cuda" else 0) if prefetch is None else prefetch
-    loader = MultiSourceLoader(datasets, quota, seed=o["seed"], rank=rank, world_size=o["world_size"],
-                               weights=sample_weights, prefetch=prefetch, pin_memory=device.type == "cuda")
+    opt = _optimizer(model.parameters(), c.optimizer, c.lr, c.weight_decay)
+    sched = _scheduler(opt, c.schedule, c.steps, c.warmup, c.lr)
+    prefetch = (2 if device.type == "cuda" else 0) if c.prefetch is None else c.prefetch
+    loader = MultiSourceLoader(datasets, c.quota, seed=c.seed, rank=rank, world_size=world,
+                               weights=c.sample_weights, prefetch=prefetch, pin_memory=device.type == "cuda")
     return TrainState(model, opt, sched, loader)
 
 
@@ -282,15 +358,6 @@ def _network(model: nn.Module, device: torch.device, world: int, compile: bool) 
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return torch.compile(net) if compile else net
-
-
-def _shared(value: Any, world: int) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if world == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 # ----------------------------------------------------------------------------------------------- training state
@@ -440,54 +507,170 @@ class _Evaluation:
 
 class _Monitor:
     """The fixed points after every step, in order: read the losses back (every ``sync_every`` steps, and before
-    anything that reads the history), evaluate every ``eval_every`` steps and at the end (rank 0), update the
-    best-model selection (rank 0's score on every rank), pass the new rows to the callbacks, checkpoint."""
+    anything that reads the history: an evaluation, the last step, a callback's ``needs_history``), evaluate every
+    ``eval_every`` steps and at the end (rank 0; the callbacks' ``on_evaluate``, then ``on_evaluated``: the
+    best-model selection), pass the new rows to the callbacks' ``on_log``, then their ``on_step_end`` (the
+    checkpoint writer)."""
 
     def __init__(self, losses: _LossLog, *, steps: int, eval_every: int | None, evaluations: list[_Evaluation],
-                 selection: Selection | None, checkpointer: Checkpointer | None, callbacks: list[Callback],
-                 tasks: tuple[Task, ...], device: torch.device, amp: bool, rank: int, world: int) -> None:
+                 callbacks: list[Callback], tasks: tuple[Task, ...], device: torch.device, amp: bool,
+                 rank: int) -> None:
         self.losses, self.steps, self.eval_every, self.evaluations = losses, steps, eval_every, evaluations
-        self.selection, self.checkpointer, self.callbacks = selection, checkpointer, callbacks
-        self.tasks, self.device, self.amp, self.rank, self.world = tasks, device, amp, rank, world
+        self.callbacks, self.shared = callbacks, [c for c in callbacks if c.all_ranks]
+        self.tasks, self.device, self.amp, self.rank = tasks, device, amp, rank
         self.logged = len(losses.rows)
 
     @property
     def stopped(self) -> bool:
-        return self.selection is not None and self.selection.stopped
+        """A callback run on every rank (so that all ranks agree) asked to stop."""
+        return any(c.stopped for c in self.shared)
 
     def after_step(self, state: TrainState, terms: Mapping[str, torch.Tensor], lr: float) -> None:
         done = state.step
         self.losses.add(done, terms, lr)
         evaluating = bool(self.evaluations) and (done == self.steps or bool(self.eval_every)
                                                  and done % self.eval_every == 0)
-        checkpointing = self.checkpointer is not None and self.checkpointer.due(done, self.steps)
-        if self.losses.due() or evaluating or checkpointing or done == self.steps:
+        wanted = any(c.needs_history(done) for c in self.shared)
+        if self.losses.due() or evaluating or wanted or done == self.steps:
             self.losses.flush()
         if evaluating:
-            self._evaluate(state.model, done, state.rows[-1])
+            self._evaluate(state)
         self._log(state.rows)
-        if self.checkpointer is not None and (checkpointing or self.stopped):
-            self.checkpointer.write(state, self.selection)
+        for callback in self.callbacks:
+            callback.on_step_end(state)
         self.losses.bar.update(1)
 
-    def _evaluate(self, model: nn.Module, step: int, row: dict[str, float]) -> None:
-        score = None
+    def _evaluate(self, state: TrainState) -> None:
+        step, results = state.step, {}
         if self.rank == 0:
             for ev in self.evaluations:
-                scores = evaluate(model, ev.sources, self.tasks, split=ev.split, device=self.device, amp=self.amp)
-                row.update({f"{ev.prefix}/{r.source}/{r.task}/{r.metric}": r.value for r in scores.itertuples()})
+                scores = evaluate(state.model, ev.sources, self.tasks, split=ev.split, device=self.device,
+                                  amp=self.amp)
+                state.rows[-1].update({f"{ev.prefix}/{r.source}/{r.task}/{r.metric}": r.value
+                                       for r in scores.itertuples()})
+                results[ev.prefix] = scores
                 for callback in self.callbacks:
                     callback.on_evaluate(step, ev.split, scores)
-                if ev.prefix == "val" and self.selection is not None:
-                    score = row["val/select"] = self.selection.score(scores)
-        if self.selection is not None:
-            self.selection.update(step, _shared(score, self.world), model)
+        for callback in self.callbacks:
+            callback.on_evaluated(state, results)
 
     def _log(self, rows: list[dict[str, float]]) -> None:
         for row in rows[self.logged:]:
             for callback in self.callbacks:
                 callback.on_log(row["step"], row)
         self.logged = len(rows)
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+@dataclass
+class Setup:
+    """What ``prepare`` returns, everything a run of ``train_step`` needs: the ``state`` (restored on resume),
+    the step's ``recipe``, the run's ``config``, ``tasks``, training ``datasets``, the aligned ``couplings``, the
+    ``settings`` a resume must match (plain values; the checkpoint's ``config``), the ``evaluations``, the
+    best-model ``selection`` (or None), the ``callbacks`` this rank calls (the selection first, then the given
+    ones and the logging ones on rank 0, then the checkpoint writer), ``rank`` / ``world`` under torchrun.
+    ``close()`` (or a ``with`` block) stops the prefetch thread and the process group ``prepare`` opened."""
+
+    state: TrainState
+    recipe: Recipe
+    config: TrainConfig
+    tasks: tuple[Task, ...]
+    datasets: dict[str, TaskDataset]
+    couplings: list[Coupling]
+    settings: dict[str, Any]
+    evaluations: list[_Evaluation]
+    selection: Selection | None
+    callbacks: list[Callback]
+    rank: int = 0
+    world: int = 1
+    own_group: bool = False
+
+    def close(self) -> None:
+        self.state.loader.close()
+        if self.own_group:
+            dist.destroy_process_group()
+            self.own_group = False
+
+    def __enter__(self) -> Setup:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _config(config: TrainConfig | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    return (config or TrainConfig()).replace(**overrides)
+
+
+def prepare(
+    model: nn.Module,
+    sources: Study | Mapping[str, Source],
+    tasks: Sequence[Task] | None = None,
+    couplings: Sequence[Coupling] | None = None,
+    loss_config: LossConfig | None = None,
+    config: TrainConfig | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    **overrides: Any,
+) -> Setup:
+    """Everything ``fit`` builds before its first step, as a ``Setup`` (arguments as ``fit``'s): the checked
+    sources (ValueError before anything is built, see ``fit``), the evaluations and the best-model selection, the
+    callbacks, the process group under torchrun, the device, the aligned couplings (validated once, so that the
+    steps need not check them), the ``TrainState`` (restored from ``last.pt`` on resume, after the resume guard)
+    and the ``Recipe``. ``train_step(setup.state, setup.recipe)`` is then exactly ``fit``'s step; ``close()``
+    the setup when done."""
+    config = _config(config, overrides)
+    rank, world, local_rank = _dist_env()
+    srcs, tasks, couplings = _unpack(sources, tasks, couplings)
+    loss_config = loss_config or LossConfig()
+    config.check()
+    datasets = check_sources(srcs, tasks)
+    selection = Selection(config.select, config.select_mode, config.patience) if config.select is not None else None
+    evaluations = _evaluations(sources, tasks, selection, config)
+    logging = [*callbacks, *([TensorBoardLogger(config.tensorboard_dir)] if config.tensorboard_dir else [])]
+    options = _options(config, world)
+    own_group = _open_group(world, config.device, local_rank)
+    state = None
+    try:
+        # the training state, restored from the checkpoint on resume
+        dev = _use_device(config.device, local_rank)
+        use_amp = _resolve_amp(config.amp, dev)
+        aligned = _align(couplings, tasks, dev, loss_config) if loss_config.coann or loss_config.dm else []
+        state = _initial_state(model, datasets, dev, config, rank, world)
+        meta = plain_data({"model_spec": _model_spec(model), "input_size": _input_size(srcs),
+                           "couplings": _plain_couplings(aligned, tasks)})
+        settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"],
+                             {**options, "amp": use_amp})
+        checkpointer = None if config.checkpoint_dir is None else Checkpointer(
+            config.checkpoint_dir, config.checkpoint_every or max(1, config.steps // 10), config.steps, settings,
+            meta, rank, selection)
+        if config.resume:
+            checkpointer.restore(state)
+        recipe = Recipe(_network(model, dev, world, config.compile), tasks, aligned, loss_config, dev, use_amp,
+                        options["augment"], config.channels_last, config.grad_clip, config.seed, rank,
+                        validate=False)
+    except BaseException:
+        if state is not None:
+            state.loader.close()
+        if own_group:
+            dist.destroy_process_group()
+        raise
+    every = [*([selection] if selection else []), *logging, *([checkpointer] if checkpointer else [])]
+    return Setup(state, recipe, config, tasks, datasets, aligned, settings, evaluations, selection,
+                 [c for c in every if rank == 0 or c.all_ranks], rank, world, own_group)
+
+
+def _evaluations(sources: Study | Mapping[str, Source], tasks: Sequence[Task], selection: Selection | None,
+                 config: TrainConfig) -> list[_Evaluation]:
+    """The evaluations of ``eval_sources`` on ``eval_split`` and of the training sources on ``val_split``."""
+    c = config
+    evaluations = [_Evaluation("eval", c.eval_sources, c.eval_split)] if c.eval_sources is not None else []
+    if c.val_split:
+        val = _val_sources(sources, c.val_split)
+        if selection is not None:
+            selection.check(val, tasks)
+        evaluations.append(_Evaluation("val", val, c.val_split))
+    return evaluations
 
 
 # ----------------------------------------------------------------------------------------------- fit
@@ -497,40 +680,15 @@ def fit(
     tasks: Sequence[Task] | None = None,
     couplings: Sequence[Coupling] | None = None,
     loss_config: LossConfig | None = None,
+    config: TrainConfig | None = None,
     *,
-    steps: int = 500,
-    quota: int | Mapping[str, int] = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    optimizer: str = "adamw",
-    schedule: str = "cosine",
-    warmup_steps: int | None = None,
-    device: str | torch.device = "auto",
-    amp: bool | str = "auto",
-    channels_last: bool = False,
-    compile: bool = False,
-    grad_clip: float | None = 5.0,
-    augment: bool | Mapping[str, Any] = True,
-    sample_weights: Mapping[str, np.ndarray] | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    eval_sources: Study | Mapping[str, Source] | None = None,
-    eval_every: int | None = None,
-    eval_split: str | None = "test",
-    val_split: str | None = None,
-    select: str | None = None,
-    select_mode: str = "max",
-    patience: int | None = None,
     callbacks: Sequence[Callback] = (),
-    tensorboard_dir: str | Path | None = None,
-    progress: bool | None = None,
-    history_csv: str | Path | None = None,
-    sync_every: int | None = None,
-    prefetch: int | None = None,
+    **overrides: Any,
 ) -> pd.DataFrame:
     """Train ``model`` on mixed multi-source batches with ``combined_loss`` (P0 §4, P1 §4); returns the history.
+
+    Settings: ``config`` (a ``TrainConfig``, default ``TrainConfig()``) with keyword ``overrides`` of its fields
+    (``fit(model, study, steps=600, lr=1e-3)``; an unknown name is refused, listing the valid ones).
 
     ``sources``: name -> ``Source`` (their ``train`` split is used) or a ``Study`` (its train split, tasks and
     couplings unless given). Every step takes ``quota`` rows from each source (int or per-source dict; per rank
@@ -577,105 +735,50 @@ def fit(
     (default 1 on CPU, 25 on CUDA). History: one row per step with ``step`` (completed steps), ``total``, each
     unweighted loss term, ``lr`` and ``images_per_s``; also written to ``history_csv``.
     """
-    # set-up: checked inputs, the evaluations, the callbacks (rank 0) and the settings a resume must match
-    rank, world, local_rank = _dist_env()
-    srcs, tasks, couplings = _unpack(sources, tasks, couplings)
-    loss_config = loss_config or LossConfig()
-    _check_run(steps, resume, checkpoint_dir, val_split, select, patience)
-    datasets = check_sources(srcs, tasks)
-    selection = Selection(select, select_mode, patience) if select is not None else None
-    evaluations = _evaluations(sources, tasks, selection, eval_sources, eval_split, val_split)
-    callbacks = [*callbacks, *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else [])] if rank == 0 else []
-    options = {"steps": steps, "seed": seed, "world_size": world, "optimizer": optimizer, "lr": lr,
-               "weight_decay": weight_decay, "schedule": schedule, "grad_clip": grad_clip,
-               "warmup": round(0.05 * steps) if warmup_steps is None else int(warmup_steps),
-               "augment": _augment_options(augment), "sample_weights": _digest(sample_weights),
-               "val_split": val_split, "select": select, "select_mode": select_mode, "patience": patience,
-               "eval_every": eval_every if val_split else None}
-    own_group = _open_group(world, device, local_rank)
-    state = monitor = None
+    setup = prepare(model, sources, tasks, couplings, loss_config, config, callbacks=callbacks, **overrides)
+    monitor = None
     try:
-        # the training state, restored from the checkpoint on resume
-        dev = _use_device(device, local_rank)
-        use_amp = _resolve_amp(amp, dev)
-        aligned = _align(couplings, tasks, dev, loss_config) if loss_config.coann or loss_config.dm else []
-        state = _initial_state(model, datasets, dev, options, rank, quota=quota, sample_weights=sample_weights,
-                               prefetch=prefetch, channels_last=channels_last)
-        meta = plain_data({"model_spec": _model_spec(model), "input_size": _input_size(srcs),
-                       "couplings": _plain_couplings(aligned, tasks)})
-        settings = _settings(state, tasks, loss_config, meta["couplings"], meta["input_size"],
-                             {**options, "amp": use_amp})
-        checkpointer = None if checkpoint_dir is None else Checkpointer(
-            checkpoint_dir, checkpoint_every or max(1, steps // 10), settings, meta, rank)
-        if resume:
-            checkpointer.restore(state, selection)
-        for callback in callbacks:
-            callback.on_start(state.step, settings)
-        # the step, the fixed points after it, and the loop
-        recipe = Recipe(_network(model, dev, world, compile), tasks, aligned, loss_config, dev, use_amp,
-                        options["augment"], channels_last, grad_clip, seed, rank, validate=False)
-        monitor = _monitor(state, datasets, tasks, dev, use_amp, steps=steps, eval_every=eval_every,
-                           evaluations=evaluations, selection=selection, checkpointer=checkpointer,
-                           callbacks=callbacks, world=world, rank=rank, progress=progress,
-                           sync_every=sync_every or (25 if dev.type == "cuda" else 1))
+        for callback in setup.callbacks:
+            callback.on_start(setup.state.step, setup.settings)
+        monitor = _monitor(setup)
+        state, steps = setup.state, setup.config.steps
         while state.step < steps and not monitor.stopped:
-            monitor.after_step(state, *train_step(state, recipe))
+            monitor.after_step(state, *train_step(state, setup.recipe))
     finally:
-        _close(monitor, state, own_group)
-    return _finish(state, selection, callbacks, history_csv, rank)
+        if monitor is not None:
+            monitor.losses.bar.close()
+        setup.close()
+    return _finish(setup)
 
 
-def _evaluations(sources: Study | Mapping[str, Source], tasks: Sequence[Task], selection: Selection | None,
-                 eval_sources: Study | Mapping[str, Source] | None, eval_split: str | None,
-                 val_split: str | None) -> list[_Evaluation]:
-    """The evaluations of ``eval_sources`` on ``eval_split`` and of the training sources on ``val_split``."""
-    evaluations = [_Evaluation("eval", eval_sources, eval_split)] if eval_sources is not None else []
-    if val_split:
-        val = _val_sources(sources, val_split)
-        if selection is not None:
-            selection.check(val, tasks)
-        evaluations.append(_Evaluation("val", val, val_split))
-    return evaluations
-
-
-def _monitor(state: TrainState, datasets: Mapping[str, TaskDataset], tasks: tuple[Task, ...], device: torch.device,
-             amp: bool, *, steps: int, sync_every: int, progress: bool | None, world: int, rank: int,
-             **fixed_points: Any) -> _Monitor:
+def _monitor(setup: Setup) -> _Monitor:
     """The fixed points of a run, with rank 0's progress bar (off under ``CI`` unless ``progress``)."""
     from tqdm.auto import tqdm
 
-    show = rank == 0 and show_progress(progress)
-    bar = tqdm(total=steps, initial=state.step, desc="fit", disable=not show or state.step >= steps)
+    state, c, dev = setup.state, setup.config, setup.recipe.device
+    show = setup.rank == 0 and show_progress(c.progress)
+    bar = tqdm(total=c.steps, initial=state.step, desc="fit", disable=not show or state.step >= c.steps)
     names = state.loader.names
-    labelled = {t.name: [n for n in names if datasets[n].labelled[t.name]] for t in tasks}
-    images_per_step = world * sum(state.loader.sampler.quota.values())
-    losses = _LossLog(state.rows, sync_every, images_per_step, world, labelled, names, bar)
-    return _Monitor(losses, steps=steps, tasks=tasks, device=device, amp=amp, rank=rank, world=world,
-                    **fixed_points)
+    labelled = {t.name: [n for n in names if setup.datasets[n].labelled[t.name]] for t in setup.tasks}
+    images_per_step = setup.world * sum(state.loader.sampler.quota.values())
+    sync_every = c.sync_every or (25 if dev.type == "cuda" else 1)
+    losses = _LossLog(state.rows, sync_every, images_per_step, setup.world, labelled, names, bar)
+    return _Monitor(losses, steps=c.steps, eval_every=c.eval_every, evaluations=setup.evaluations,
+                    callbacks=setup.callbacks, tasks=setup.tasks, device=dev, amp=setup.recipe.amp, rank=setup.rank)
 
 
-def _close(monitor: _Monitor | None, state: TrainState | None, own_group: bool) -> None:
-    """Close the progress bar, stop the prefetch thread and the process group ``fit`` opened."""
-    if monitor is not None:
-        monitor.losses.bar.close()
-    if state is not None:
-        state.loader.close()
-    if own_group:
-        dist.destroy_process_group()
-
-
-def _finish(state: TrainState, selection: Selection | None, callbacks: Sequence[Callback],
-            history_csv: str | Path | None, rank: int) -> pd.DataFrame:
+def _finish(setup: Setup) -> pd.DataFrame:
     """The model takes the best weights when selecting; the history (``attrs``: ``best_step``, ``best_score``)
-    goes to ``history_csv`` and the callbacks' ``on_end`` (rank 0)."""
+    goes to ``history_csv`` (rank 0) and the callbacks' ``on_end``."""
+    selection, state = setup.selection, setup.state
     if selection is not None and selection.best_model is not None:
         state.model.load_state_dict(selection.best_model)
     history = history_frame(state.rows)
     history.attrs["best_step"] = selection.best_step if selection is not None else None
     history.attrs["best_score"] = selection.best_score if selection is not None else None
-    if rank == 0 and history_csv is not None:
-        write_csv(history, history_csv)
-    for callback in callbacks:
+    if setup.rank == 0 and setup.config.history_csv is not None:
+        write_csv(history, setup.config.history_csv)
+    for callback in setup.callbacks:
         callback.on_end(history)
     return history
 

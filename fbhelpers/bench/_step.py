@@ -1,9 +1,10 @@
 """The trainer's real step for benchmarks: generated sources with a class task and an attribute task tied by a
-relatedness R of a chosen size, and ``train.train_step`` built the way ``train.fit`` builds it (set-up, state,
-recipe), so a benchmark times or instruments exactly what ``fit`` runs every step."""
+relatedness R of a chosen size, and ``train.train_step`` built by ``train.prepare``, as ``train.fit`` builds it
+(set-up, state, recipe), so a benchmark times or instruments exactly what ``fit`` runs every step."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,9 +17,9 @@ from ..models import MultiHeadNet
 from ..relatedness import prior
 from ..source import Source
 from ..tasks import AU, EXPR, VA, Task, attribute_task, classification_task
-from ..train import Recipe, TrainState, _align, _initial_state, check_sources, resolve_device, train_step
+from ..train import TrainConfig, TrainState, prepare, train_step
 
-# The coupling sizes of issue 14: faces (7 expressions x 17 AUs, DU's table), 40 identities x 40 attributes
+# The coupling sizes benchmarked: faces (7 expressions x 17 AUs, DU's table), 40 identities x 40 attributes
 # (CelebA-like), 200 species x 312 attributes (CUB-like).
 SIZES: dict[str, tuple[int, int]] = {"7x17": (7, 17), "40x40": (40, 40), "200x312": (200, 312)}
 
@@ -86,16 +87,11 @@ def trainer_step(model: MultiHeadNet, case: Case, loss: LossConfig, *, device: s
     schedule and loader, set up as ``fit`` does; constant learning rate) and returns its loss terms.
     ``validate=True`` switches the losses' per-call value checks back on (the public default of the loss
     functions; ``fit`` validates once at set-up and runs without them). ``amp``: bf16 autocast (CUDA only)."""
-    dev = resolve_device(device)
-    datasets = check_sources(case.sources, case.tasks)
-    aligned = _align(case.couplings, case.tasks, dev, loss) if loss.coann or loss.dm else []
-    options = {"steps": 10 ** 9, "seed": seed, "world_size": 1, "optimizer": "adamw", "lr": 1e-3,
-               "weight_decay": 1e-4, "schedule": "constant", "warmup": 0}
-    net = copy.deepcopy(model)
-    state = _initial_state(net, datasets, dev, options, 0, quota=quota, sample_weights=None, prefetch=None,
-                           channels_last=channels_last)
-    recipe = Recipe(net, case.tasks, aligned, loss, dev, amp=amp, augment=augment, channels_last=channels_last,
-                    grad_clip=5.0, seed=seed, rank=0, validate=validate)
+    config = TrainConfig(steps=10 ** 9, quota=quota, seed=seed, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
+                         schedule="constant", warmup_steps=0, grad_clip=5.0, augment=augment or False, device=device,
+                         amp=amp, channels_last=channels_last, progress=False)
+    setup = prepare(copy.deepcopy(model), case.sources, case.tasks, case.couplings, loss, config)
+    state, recipe = setup.state, dataclasses.replace(setup.recipe, validate=validate)
 
     def step() -> dict[str, torch.Tensor]:
         return train_step(state, recipe)[0]

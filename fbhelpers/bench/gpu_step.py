@@ -167,7 +167,7 @@ class EndToEnd:
         from ..datasets.cache import CachedImages
         from ..source import Source
         from ..tasks import EXPR
-        from ..train import _augment_options
+        from ..train import augment_options
 
         n = 4 * batch
         rng = np.random.default_rng(0)
@@ -177,7 +177,7 @@ class EndToEnd:
         cuda = candidate.device.type == "cuda"
         self.loader = MultiSourceLoader.from_sources({"bench": Source("bench", table, images)}, (EXPR,), batch,
                                                      prefetch=2 if cuda else 0, pin_memory=cuda)
-        self.candidate, self.steps, self.options = candidate, steps, _augment_options(True)
+        self.candidate, self.steps, self.options = candidate, steps, augment_options(True)
         self.generator = torch.Generator()
 
     def __call__(self) -> None:

@@ -49,9 +49,9 @@ def settings(tiny: bool, repeats: int = 0) -> dict[str, int]:
 
 def augment_options() -> dict[str, Any]:
     """``batching.augment``'s settings as ``train.fit(augment=True)`` uses them."""
-    from ..train import _augment_options
+    from .. import train
 
-    return _augment_options(True)
+    return train.augment_options(True)
 
 
 class NaiveDataset(torch.utils.data.Dataset):

@@ -157,7 +157,7 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
     the step). The step is ``fit``'s: default augmentation, bf16 autocast on CUDA (on the CPU the augmentation's
     host-to-device copies are not visible; on CUDA they would be counted)."""
     from ..losses import LossConfig
-    from ..train import _augment_options, resolve_device
+    from ..train import augment_options, resolve_device
     from ._step import bench_model, coupled_case, trainer_step
 
     dev = resolve_device(device)
@@ -173,7 +173,7 @@ def run(*, tiny: bool = False, device: str = "cpu", repeats: int = 0) -> list[di
     counts = {}
     for name, (loss, validate) in variants.items():
         step, _ = trainer_step(model, case, loss, device=str(dev), quota=quota, validate=validate,
-                               augment=_augment_options(True), amp=dev.type == "cuda")
+                               augment=augment_options(True), amp=dev.type == "cuda")
         counts[name] = syncs_per_call(step, steps, dev)
     base = statistics.median(counts["mt+coann+dm validate"])
     rows = []
