@@ -10,19 +10,38 @@ distribution matching), ``models`` (backbones, multi-head net, model files that 
 ``callbacks`` (fit's logging hooks, TensorBoard, best-model selection with patience), ``checkpoints`` (a run's
 files: atomic checkpoints, RNG state, resume), ``inference`` (a saved model's predictions on a user's face crops, as
 a table), ``experiments`` (the papers' ST vs MT vs coupling comparison), ``zeroshot``, ``plots``, ``widgets``,
-``profiles`` and ``runner`` (notebook set-up, ``record``, the papermill suite), ``manifest`` (checking a data root
-against ``data_manifest.yaml``). See the README for the public API.
+``paths`` (the repository, the notebooks' names, the data root), ``profiles`` (notebook set-up), ``recording``
+(``record``, a notebook's model file), ``references`` (recorded numbers against the tests' references), ``report``
+(summary.md / summary.html of a run), ``runner`` (the papermill suite), ``manifest`` (checking a data root against
+``data_manifest.yaml``). See the README for the public API.
+
+Submodules are imported on first use (``fb.train`` imports :mod:`fbhelpers.train`), so ``import fbhelpers`` does not
+import torch; the import rules between modules (which layer may import which) are checked by
+``tests/test_layering.py``.
 """
-from . import (
-    batching, callbacks, checkpoints, datasets, experiments, files, inference, losses, manifest, metrics, models,
-    plots, profiles, relatedness, runner, source, study, synthetic, tasks, train, widgets, zeroshot,
-)
-from .runner import record
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "batching", "callbacks", "checkpoints", "datasets", "experiments", "files", "inference", "losses", "manifest",
-    "metrics", "models", "plots", "profiles", "record", "relatedness", "runner", "source", "study", "synthetic",
-    "tasks", "train", "widgets", "zeroshot",
-]
+#: The submodules ``fb.<name>`` reaches (every public module of the package); each is imported on first use (PEP 562),
+#: so ``import fbhelpers`` is light and the data check (``python -m fbhelpers check-data``) never imports torch.
+SUBMODULES: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+
+__all__ = [*SUBMODULES, "record"]
+
+
+def __getattr__(name: str) -> Any:
+    """``fb.<submodule>`` imports that submodule on first use; ``fb.record`` is :func:`fbhelpers.recording.record`."""
+    if name == "record":
+        return importlib.import_module(".recording", __name__).record
+    if name in SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -23,8 +23,11 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import bench, datasets, inference, manifest, models, profiles, runner, synthetic
+from . import bench, datasets, manifest, paths, runner
 from .files import atomic_path
+
+# The commands that train or predict import torch's modules (models, inference, synthetic, profiles) when they run,
+# so that `check-data` and `--help` stay light (tests/test_layering.py checks it).
 
 
 def parse_value(text: str) -> Any:
@@ -42,8 +45,18 @@ def parse_value(text: str) -> Any:
     return value
 
 
+def _profile(name: str) -> str:
+    """A ``--profile`` value: a name of ``fbhelpers.profiles.PROFILES``."""
+    from .profiles import PROFILES
+
+    if name not in PROFILES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {', '.join(sorted(PROFILES))})")
+    return name
+
+
 def _add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
-    parser.add_argument("--profile", default=default_profile, choices=sorted(profiles.PROFILES))
+    parser.add_argument("--profile", default=default_profile, type=_profile,
+                        help="a profile of fbhelpers.profiles.PROFILES (default: %(default)s)")
     parser.add_argument("--only", default=None, help="comma-separated notebook prefixes, e.g. 02,05")
     parser.add_argument("--out", default=None, help="output directory (default runs/<profile>)")
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
@@ -99,9 +112,9 @@ def _check_line(check: manifest.DatasetCheck, width: int) -> str:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    manifest_path = runner.find_repo_path(args.manifest)
+    manifest_path = paths.find_repo_path(args.manifest)
     try:
-        root = profiles.data_root(args.data_root)
+        root = paths.data_root(args.data_root)
         print(f"data root: {root}")
     except (ValueError, FileNotFoundError) as err:
         root = None
@@ -143,6 +156,8 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict every image of ``--images`` with a model file; write the table (atomically) and one summary line."""
+    from . import inference, models
+
     if args.score and not str(args.images).endswith(".csv"):
         raise ValueError(f"--score needs --images to be a CSV holding the labels, got {args.images!r}")
     model = models.load(args.model)
@@ -169,6 +184,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_render_faces(args: argparse.Namespace) -> int:
     """Twin faces with their labels (``synthetic.write_faces``): a folder to try ``predict`` on."""
+    from . import synthetic
+
     table = synthetic.write_faces(args.directory, n=args.n, size=args.size, channels=args.channels, seed=args.seed)
     print(f"wrote {len(table):,} faces ({args.size} px) to {Path(args.directory) / 'faces'} and their true labels to "
           f"{Path(args.directory) / 'labels.csv'}")
@@ -177,6 +194,8 @@ def cmd_render_faces(args: argparse.Namespace) -> int:
 
 def cmd_export_model(args: argparse.Namespace) -> int:
     """A ``train.fit`` checkpoint -> a model file (``models.save_from_checkpoint``), checked by loading it back."""
+    from . import models
+
     path = models.save_from_checkpoint(args.checkpoint, args.out,
                                        **{key: parse_value(value) for key, value in args.meta})
     model = models.load(path)
@@ -199,7 +218,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh_references(args: argparse.Namespace) -> int:
-    path = Path(args.references or runner.find_repo_path(Path("tests") / "references") / f"{args.profile}.json")
+    path = Path(args.references or paths.find_repo_path(Path("tests") / "references") / f"{args.profile}.json")
     old = runner.load_references(path)
     result = _run(args)
     fresh = {nb.name: nb.metrics for nb in result.notebooks if nb.ok}

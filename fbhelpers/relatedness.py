@@ -25,13 +25,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from .tasks import Task
+
+if TYPE_CHECKING:  # torch only where a tensor is asked for: the data check reads tables without it
+    import torch
 
 PRIORS: tuple[str, ...] = ("du2014_basic", "du2014_compound")
 WEIGHTS: tuple[str, ...] = ("du", "binary")
@@ -166,9 +169,13 @@ class Relatedness:
         """Attribute names, in column order."""
         return tuple(self.table.columns)
 
-    def tensor(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-        """R as a (classes, attributes) tensor, in the table's row/column order (what the losses consume)."""
-        return torch.tensor(self.table.to_numpy(dtype=np.float64, copy=True), dtype=dtype, device=device)
+    def tensor(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+        """R as a (classes, attributes) tensor (``dtype`` default float32), in the table's row/column order (what
+        the losses consume)."""
+        import torch
+
+        return torch.tensor(self.table.to_numpy(dtype=np.float64, copy=True), dtype=dtype or torch.float32,
+                            device=device)
 
     def check(self, class_task: Task, attr_task: Task) -> None:
         """Raise ValueError unless rows == ``class_task.labels`` and columns == ``attr_task.labels``, in order.
