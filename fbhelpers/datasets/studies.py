@@ -27,13 +27,19 @@ import pandas as pd
 
 from ..relatedness import Relatedness, estimate, prior
 from ..source import SPLITS, Source, split_sizes
-from ..study import Coupling, Study
+from ..study import Coupling, Roles, Study, label_groups_of, pick_source
 from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, attribute_task, classification_task
 from . import celeba, cub, loader
 from .cache import image_source
 from .common import BOX_COLUMNS, LABEL_COLUMNS, LOG, has_boxes, key_hash
 
 FACE_SOURCES: tuple[str, ...] = ("affectnet", "emotionet", "disfa", "bp4d", "affwild2")
+# Source names of case study i by role, first present wins (``Study.roles``).
+FACE_ROLES: dict[str, tuple[str, ...]] = {
+    "class_source": ("affectnet", "affwild2"),
+    "attr_source": ("emotionet", "disfa", "bp4d", "affwild2"),
+    "full_source": ("affwild2",),
+}
 HINT = "run `python -m fbhelpers check-data --data-root PATH` to see what is found"
 
 
@@ -145,12 +151,6 @@ def _skipped(sources: Mapping[str, Source]) -> dict[str, dict[str, int]]:
     return {n: dict(src.table.attrs.get("skipped", {})) for n, src in sources.items()}
 
 
-def _labelled(sources: Mapping[str, Source], columns: Sequence[str]) -> list[str]:
-    """The ``columns`` that some source's training split labels."""
-    train = [src.table[src.table["split"] == "train"] for src in sources.values()]
-    return [c for c in columns if any(c in t.columns and t[c].notna().any() for t in train)]
-
-
 def hide_training_labels(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """``table`` with ``columns`` set missing on its training and validation rows (test rows keep them): the papers'
     setting of labels no training source carries, reproduced on a fully labelled database [choice]."""
@@ -181,9 +181,12 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
     per dataset. ``size``: image side in pixels; ``cache``: the image cache folder (default ``$FBHELPERS_CACHE``
     or ``~/.cache/fbhelpers``); ``n_scale``: fraction of each split kept (the cache always holds every image, so a
     later full run reuses it). ``val_fraction``: training rows moved to a ``val`` split for model selection
-    (:func:`validation_split`; whole videos of Aff-Wild2, whole subjects of DISFA and BP4D) [choice 0.1]. ``info``:
-    ``labelled_aus`` / ``unlabelled_aus`` (by the training splits), ``sizes``, ``skipped`` (rows each loader or the
-    cache left out, by reason) and ``missing`` (optional datasets not found).
+    (:func:`validation_split`; whole videos of Aff-Wild2, whole subjects of DISFA and BP4D) [choice 0.1].
+    ``label_groups["au"]``: the AUs some training split labels and the others; ``roles``: AffectNet (class),
+    EmotioNet (attributes) and Aff-Wild2 (every task), each the next present one of :data:`FACE_ROLES` when
+    absent; ``true_relatedness`` None (real data). ``info``: ``labelled_aus`` / ``unlabelled_aus`` (the same
+    groups), ``sizes``, ``skipped`` (rows each loader or the cache left out, by reason) and ``missing`` (optional
+    datasets not found).
     """
     options = {**(options or {}), "affwild2": {"overlap": "val", **dict((options or {}).get("affwild2", {}))}}
     tables = load_tables(data_root, sources, required, options)
@@ -195,11 +198,13 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
                                    size, cache, n_scale, seed, workers, progress)
     check_splits(srcs)
     rel = (relatedness or prior("du2014_basic")).align(FACE_TASKS[0].labels, AUS, fill=0.0)
-    labelled = _labelled(srcs, AUS)
+    groups = label_groups_of(srcs, FACE_TASKS)
     info = {"data_root": str(data_root), "size": size, "n_scale": n_scale, "relatedness": rel.name,
-            "labelled_aus": labelled, "unlabelled_aus": [a for a in AUS if a not in labelled],
+            "labelled_aus": list(groups["au"].labelled), "unlabelled_aus": list(groups["au"].unlabelled),
             "sizes": split_sizes(srcs), "skipped": _skipped(srcs), "missing": [n for n in sources if n not in tables]}
-    return Study(srcs, FACE_TASKS, [Coupling("expr", "au", rel)], rel, info=info)
+    roles = Roles(**{role: pick_source(list(srcs), names) for role, names in FACE_ROLES.items()})
+    return Study(srcs, FACE_TASKS, [Coupling("expr", "au", rel)], rel, info=info, label_groups=groups, roles=roles)
+
 
 
 def _face_table(name: str, table: pd.DataFrame, options: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -235,11 +240,13 @@ def _class_attribute(name: str, table: pd.DataFrame, full: pd.DataFrame, folder:
                                   name=f"{name}: estimated on the training split")
     rel = rel.align(class_task.labels, attr_task.labels)
     src = Source(name, hide_training_labels(src.table, hide), src.images)
-    labelled = _labelled({name: src}, attributes)
-    info = {"size": size, "n_scale": n_scale, "relatedness": rel.name, "attributes_labelled": labelled,
-            "attributes_unlabelled": [a for a in attributes if a not in labelled],
+    groups = label_groups_of({name: src}, (class_task, attr_task))
+    info = {"size": size, "n_scale": n_scale, "relatedness": rel.name,
+            "attributes_labelled": list(groups["attr"].labelled),
+            "attributes_unlabelled": list(groups["attr"].unlabelled),
             "sizes": split_sizes({name: src}), "skipped": _skipped({name: src})}
-    return Study({name: src}, (class_task, attr_task), [Coupling(class_col, "attr", rel)], rel, info=info)
+    return Study({name: src}, (class_task, attr_task), [Coupling(class_col, "attr", rel)], rel, info=info,
+                 label_groups=groups, roles=Roles(name, name, name))
 
 
 def within_class_split(table: pd.DataFrame, class_col: str, test_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:

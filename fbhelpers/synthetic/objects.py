@@ -23,7 +23,7 @@ import pandas as pd
 from ..relatedness import Relatedness, estimate
 from ..source import Source, split_sizes
 from ..tasks import attribute_task, classification_task
-from ..study import Coupling, Study
+from ..study import Coupling, LabelGroups, Roles, Study
 
 _F = np.float32
 
@@ -82,6 +82,9 @@ SPECIES_GROUPS: dict[str, tuple[str, ...]] = {
 }
 SPECIES_ATTRIBUTES: tuple[str, ...] = tuple(f"{g}::{v}" for g, vs in SPECIES_GROUPS.items() for v in vs)
 
+# The roles of the three sources of both object twins (``Study.roles``).
+_ROLES: dict[str, Roles] = {cls: Roles(class_source=cls, attr_source="attributes", full_source="coannotated")
+                            for cls in ("identity", "species")}
 _ID_PRESETS: dict[str, dict[str, float]] = {
     "default": dict(images_per_identity=50, attr_images_per_identity=25, coann_images_per_identity=3,
                     test_images_per_identity=10, attr_label_fraction=0.5, identity_label_fraction=1.0),
@@ -691,9 +694,12 @@ def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTR
     sizes and fractions (explicit arguments win): ``default`` (0.5 of the attributes), ``scarce_attr`` (0.25, few
     attribute images) and ``full`` (every attribute and identity covered: the control where coupling should not
     matter, METHOD.md §7). ``relatedness``: ``"truth"`` couples with the true table, ``"estimated"`` with
-    :func:`fbhelpers.relatedness.estimate` on the co-annotated training rows. ``study.relatedness`` is always the
-    truth (name ``synthetic_identity_truth``); ``info["bayes_accuracy_latent"]`` is the identity accuracy of the
-    Bayes classifier that sees the latents (test rows of all sources), an upper bound for any image model.
+    :func:`fbhelpers.relatedness.estimate` on the co-annotated training rows. ``study.relatedness`` is the
+    coupling's table, ``study.true_relatedness`` always the truth (name ``synthetic_identity_truth``);
+    ``study.label_groups["attr"]``: the attributes the attribute source labels and the others; ``study.roles``:
+    ``identity`` (class), ``attributes`` and ``coannotated`` (fully labelled); ``info["bayes_accuracy_latent"]``
+    is the identity accuracy of the Bayes classifier that sees the latents (test rows of all sources), an upper
+    bound for any image model.
     """
     
     n_identities = _check_int("n_identities", n_identities, 2)
@@ -750,7 +756,8 @@ def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTR
         identities_labelled=tuple(model.classes[i] for i in covered),
         sizes=split_sizes(sources), bayes_accuracy_latent=bayes,
     )
-    return Study(sources, tasks, [Coupling("identity", "attr", coupled)], true_r, truth, info)
+    return Study(sources, tasks, [Coupling("identity", "attr", coupled)], coupled, truth, info,
+                 {"attr": LabelGroups.split(attr_names, np.array(attr_names)[known])}, _ROLES["identity"], true_r)
 
 
 def _task_attributes(n_attributes: int | None) -> np.ndarray:
@@ -777,11 +784,13 @@ def species_study(n_species: int = 50, n_attributes: int | None = None, images_p
     plumage shade and warmth; within-species jitter ``look_jitter`` [choice, default 0.6]). Images are bird glyphs
     (side view, random facing) on cluttered backgrounds. The task uses ``n_attributes`` of the 128 catalogue
     attributes (default all; picked round-robin over groups; the others are still rendered, unlabelled).
-    ``study.relatedness`` is the true table (the role of CUB's ``class_attribute_labels_continuous.txt`` / 100) and
-    the coupling uses it. Sources (``train`` + fully labelled ``test``): ``species`` (species only),
-    ``attributes`` (no species; only the ``round(attr_label_fraction * K)`` training attributes) and
-    ``coannotated`` (small; species + the same training attributes), so the other attributes are never labelled in
-    training. Presets: ``default`` (0.5), ``scarce_attr`` (0.25, few attribute images), ``full`` (1.0).
+    ``study.relatedness`` and ``study.true_relatedness`` are the true table (the role of CUB's
+    ``class_attribute_labels_continuous.txt`` / 100) and the coupling uses it; ``study.label_groups["attr"]`` and
+    ``study.roles`` as in :func:`identity_study` (class source ``species``). Sources (``train`` + fully labelled
+    ``test``): ``species`` (species only), ``attributes`` (no species; only the ``round(attr_label_fraction * K)``
+    training attributes) and ``coannotated`` (small; species + the same training attributes), so the other
+    attributes are never labelled in training. Presets: ``default`` (0.5), ``scarce_attr`` (0.25, few attribute
+    images), ``full`` (1.0).
     ``info["bayes_accuracy_latent"]``: species accuracy of the Bayes classifier on the latents (upper bound).
     """
     
@@ -824,4 +833,5 @@ def species_study(n_species: int = 50, n_attributes: int | None = None, images_p
         attributes_unlabelled=tuple(np.array(attr_names)[~known]),
         sizes=split_sizes(sources), bayes_accuracy_latent=bayes,
     )
-    return Study(sources, tasks, [Coupling("species", "attr", true_r)], true_r, truth, info)
+    return Study(sources, tasks, [Coupling("species", "attr", true_r)], true_r, truth, info,
+                 {"attr": LabelGroups.split(attr_names, np.array(attr_names)[known])}, _ROLES["species"], true_r)

@@ -21,7 +21,7 @@ from ..source import Source, split_sizes
 from ..tasks import AUS, EXPRESSIONS, FACE_TASKS, VA_LABELS
 from .faces import (FaceConfig, au_probabilities, bayes_ceiling, check_table, render_faces, sample_labels,
                     sample_nuisance)
-from ..study import Coupling, Study
+from ..study import Coupling, LabelGroups, Roles, Study, pick_source
 
 
 def _aus(*numbers: int) -> tuple[str, ...]:
@@ -41,6 +41,12 @@ AFFECTNET_COUNTS: tuple[int, ...] = (74874, 24882, 3803, 6378, 134415, 25459, 14
 REGIMES: tuple[str, ...] = ("paper", "pair")
 PRESETS: tuple[str, ...] = ("default", "scarce_au", "scarce_expr", "full")
 LABEL_TASKS: tuple[str, ...] = ("expr", "au", "va")
+# Source names by role, first present wins (``Study.roles``): the paper regime's *_like databases, then the pair's.
+ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "class_source": ("affectnet_like", "affwild2_like", "expr_source"),
+    "attr_source": ("emotionet_like", "disfa_like", "bp4d_like", "affwild2_like", "au_source"),
+    "full_source": ("affwild2_like",),
+}
 _RARE: tuple[str, ...] = ("fear", "disgust")  # classes left unlabelled by scarce_expr [choice]
 _NO_RARE = tuple(c for c in EXPRESSIONS if c not in _RARE)
 
@@ -217,6 +223,10 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
     validation scores exist only for the labels that source carries, as with a real database.
 
     ``Study.truth[name]``: every row's true expression, AUs, intensities (``i_AU*``), VA and ``occluded``.
+    ``Study.label_groups["au"]``: the AUs some training split labels and the others; ``Study.roles``: the
+    affectnet_like / emotionet_like / affwild2_like sources (``expr_source`` / ``au_source`` in the pair regime,
+    which has no fully labelled source); ``Study.true_relatedness``: the data-generating table p(AU | expr)
+    (:func:`au_probabilities`), while ``Study.relatedness`` is ``relatedness``, the coupling's table.
     ``Study.info``: ``labelled_aus`` / ``unlabelled_aus`` and ``labelled_classes`` / ``unlabelled_classes``
     (by any training split), ``bayes_ceiling`` (test expression accuracy given the true AUs, uniform prior),
     ``p_au_given_expr`` (the data-generating table), ``sizes``, ``specs``, ``config`` and the arguments.
@@ -262,6 +272,13 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
         "specs": {s.name: asdict(s) for s in built},
         "config": asdict(cfg),
     }
+    generator = Relatedness(info["p_au_given_expr"], name="generator p(AU | expr)",
+                            citation="fbhelpers.synthetic.faces.au_probabilities (the twin's data-generating table)")
+    roles = Roles(**{role: pick_source(names, candidates) for role, candidates in ROLE_CANDIDATES.items()})
     return Study(sources=study_sources, tasks=FACE_TASKS, couplings=[Coupling("expr", "au", rel)],
-                 relatedness=rel, truth=truth, info=info)
+                 relatedness=rel, truth=truth, info=info, label_groups={"au": LabelGroups.split(AUS, labelled_aus)},
+                 roles=roles, true_relatedness=generator)
+
+
+affect_study = face_study  # case study i's builder under the name it has on real data (``fbhelpers.datasets``)
 
