@@ -29,7 +29,8 @@ __version__ = "0.1.0"
 
 #: The submodules ``fb.<name>`` reaches (every public module of the package); each is imported on first use (PEP 562),
 #: so ``import fbhelpers`` is light and the data check (``python -m fbhelpers check-data``) never imports torch.
-SUBMODULES: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+SUBMODULES: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
+                                            if not m.name.startswith("_")))
 
 __all__ = [*SUBMODULES, "record"]
 

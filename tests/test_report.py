@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from fbhelpers import claims, runner  # noqa: E402
+from fbhelpers import claims  # noqa: E402
+from fbhelpers import report as suite_report  # noqa: E402  (the fixture below is "report")
 
 CLAIMS_TIER = Path(__file__).with_name("test_claims.py")
 # Notebook 00's records in the demo run (three seeds).
@@ -76,15 +77,15 @@ def report(tmp_path):
     out = tmp_path / "run"
     figure = _png(out / "00_quickstart" / "comparison.png")
     other = _png(out / "00_quickstart" / "gallery.png")
-    quick = runner.NotebookResult("00_quickstart", out / "00_quickstart.ipynb", out / "00_quickstart", 1.0,
-                                  QUICKSTART, [figure, other])
-    failed = runner.NotebookResult("01_relatedness_study", out / "01_relatedness_study.ipynb",
-                                   out / "01_relatedness_study", 0.5, {}, [],
-                                   runner.NotebookError(3, "x = 1", "ValueError", "boom"))
-    result = runner.SuiteResult("demo", out, [quick, failed])
+    quick = suite_report.NotebookResult("00_quickstart", out / "00_quickstart.ipynb", out / "00_quickstart", 1.0,
+                                        QUICKSTART, [figure, other])
+    failed = suite_report.NotebookResult("01_relatedness_study", out / "01_relatedness_study.ipynb",
+                                         out / "01_relatedness_study", 0.5, {}, [],
+                                         suite_report.NotebookError(3, "x = 1", "ValueError", "boom"))
+    result = suite_report.SuiteResult("demo", out, [quick, failed])
     for nb in result.notebooks:
-        runner.export_html(nb)
-    runner.write_summary(result)
+        suite_report.export_html(nb)
+    suite_report.write_summary(result)
     return result, figure
 
 
@@ -114,6 +115,6 @@ def test_summary_html_embeds_the_table_and_figures(report):
 
 def test_one_seed_run_says_so_in_the_table(tmp_path):
     metrics = _with(QUICKSTART, "au_f1_unlabelled_sd.mt_dm", None)
-    result = runner.SuiteResult("smoke", tmp_path, [runner.NotebookResult(
+    result = suite_report.SuiteResult("smoke", tmp_path, [suite_report.NotebookResult(
         "00_quickstart", tmp_path / "00_quickstart.ipynb", tmp_path / "00_quickstart", 1.0, metrics, [])])
-    assert any(line.endswith("| yes (1 seed) |") for line in runner.claims_lines(result))
+    assert any(line.endswith("| yes (1 seed) |") for line in suite_report.claims_lines(result))

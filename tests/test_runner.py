@@ -292,6 +292,14 @@ def test_data_root(tmp_path, monkeypatch):
         profiles.data_root(tmp_path / "nowhere")
 
 
+def test_unknown_profile_is_refused_by_the_parser(capsys):
+    """``--profile`` is checked when given (profiles is imported then, not for every command)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--profile", "fast"])
+    assert exit_info.value.code == 2
+    assert "argument --profile: invalid choice: 'fast' (choose from demo, paper, smoke)" in capsys.readouterr().err
+
+
 def test_parse_value():
     assert parse_value("50") == 50 and isinstance(parse_value("50"), int)
     assert parse_value("0.1") == 0.1 and parse_value("1e-3") == 0.001
