@@ -52,7 +52,7 @@ from .callbacks import Callback, Selection, TensorBoardLogger
 from .checkpoints import Checkpointer, history_frame, rng_state, set_rng_state, write_csv
 from .display import show_progress
 from .files import plain_data
-from .losses import Coupling, LossConfig, check_prototypical, combined_loss, coupling_tensor, keep_constants
+from .losses import Coupling, LossConfig, combined_loss, coupling_tensor, keep_constants
 from .metrics import score_task
 from .models import output_probabilities
 from .source import Source
@@ -269,17 +269,16 @@ def _val_sources(sources: Study | Mapping[str, Source], split: str) -> dict[str,
 def _align(couplings: Sequence[Coupling], tasks: Sequence[Task], device: torch.device,
            loss_config: LossConfig) -> list[Coupling]:
     """Every coupling with R as a tensor aligned to its tasks' label orders, on ``device``, validated once per run
-    (entries in [0, 1]; prototypical sets for hard co-annotation), so that the steps need not check it again; a
-    private copy, whose derived tensors the losses keep (``losses.keep_constants``)."""
+    (entries in [0, 1]; the set-up check of each coupling term ``loss_config`` selects), so that the steps need
+    not check it again; a private copy, whose derived tensors the losses keep (``losses.keep_constants``)."""
     aligned = []
     for c in couplings:
         ct, at, r = coupling_tensor(c, tasks, torch.zeros((), device=device))
         r = keep_constants(r.clone())
-        if loss_config.coann == "hard":
-            try:
-                check_prototypical(r, loss_config.coann_threshold)
-            except ValueError as err:
-                raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from err
+        try:
+            loss_config.check_relatedness(r)
+        except ValueError as err:
+            raise ValueError(f"coupling ({ct.name!r}, {at.name!r}): {err}") from err
         aligned.append(Coupling(ct.name, at.name, r))
     return aligned
 
@@ -635,7 +634,7 @@ def prepare(
         # the training state, restored from the checkpoint on resume
         dev = _use_device(config.device, local_rank)
         use_amp = _resolve_amp(config.amp, dev)
-        aligned = _align(couplings, tasks, dev, loss_config) if loss_config.coann or loss_config.dm else []
+        aligned = _align(couplings, tasks, dev, loss_config) if loss_config.coupling_terms() else []
         state = _initial_state(model, datasets, dev, config, rank, world)
         meta = plain_data({"model_spec": _model_spec(model), "input_size": _input_size(srcs),
                            "couplings": _plain_couplings(aligned, tasks)})

@@ -1,4 +1,5 @@
-"""Tests of fbhelpers.losses against hand-computed values and small explicit numpy formulas (METHOD.md §3)."""
+"""Tests of fbhelpers.losses against hand-computed values and small explicit numpy formulas
+(docs/method.md#task-losses, docs/method.md#coupling-terms)."""
 from __future__ import annotations
 
 import numpy as np
@@ -199,9 +200,13 @@ def test_dm_class_to_attr_sum_and_mean():
     q = np.exp(log_softmax(CL)) @ R  # q_j = Σ_c p(c|x) R[c, j]
     per = bce(q, AL)  # (B, K)
     ref_sum, ref_mean = per.sum(1).mean(), per.mean(1).mean()
-    assert distribution_matching(t(CL), t(AL), RT).item() == pytest.approx(ref_sum, rel=REL)
+    assert distribution_matching(t(CL), t(AL), RT, reduction="sum").item() == pytest.approx(ref_sum, rel=REL)
     assert distribution_matching(t(CL), t(AL), RT, reduction="mean").item() == pytest.approx(ref_mean, rel=REL)
-    assert distribution_matching(t(CL), t(AL), RT, detach=True).item() == pytest.approx(ref_sum, rel=REL)
+    assert distribution_matching(t(CL), t(AL), RT, reduction="sum", detach=True).item() == pytest.approx(ref_sum,
+                                                                                                     rel=REL)
+    # one default for the bare function and LossConfig: the mean over attributes
+    assert LossConfig().dm_reduction == "mean"
+    assert distribution_matching(t(CL), t(AL), RT).item() == pytest.approx(ref_mean, rel=REL)
 
 
 def _kl(q, log_p):
@@ -411,7 +416,7 @@ def test_bad_inputs_raise_informative_errors():
         combined_loss(outputs, batch, (CLS, ATT), [], LossConfig())
 
 
-# ------------------------------------------------------------------------------------------ validate=False (issue 14)
+# ------------------------------------------------------------------------------------------ validate=False
 @pytest.mark.parametrize("coann", ["soft", "hard"])
 def test_validate_false_gives_the_same_losses_and_gradients(coann):
     """The trainer's path (checks done once at set-up) computes exactly what the checked public default does."""
