@@ -274,11 +274,13 @@ def paired_difference(results: pd.DataFrame, variant: str, baseline: str, metric
 
 
 # ----------------------------------------------------------------------------------------------- one variant, kept
-# The METHOD.md [choice] ablation around the default coupling (pass as ``configs=`` to ``compare_coupling`` /
-# ``fit_variant``): the literal summed DM objective (METHOD.md §7: it collapsed a prototype), DM with q detached,
-# hard co-annotation (P0) instead of soft (P1/P2), DM in both directions (P1/P2) or attributes -> class alone
-# (where class labels are scarce) instead of class -> attributes, and DM class -> attributes as a Bernoulli KL
-# (BCE − H(q)) instead of the recalled BCE (``losses.distribution_matching``).
+# The [choice] ablation around the default coupling (docs/method.md#coupling-terms; pass as ``configs=`` to
+# ``compare_coupling`` / ``fit_variant``), presets over the registered coupling terms (``losses.COUPLINGS``): the
+# literal summed DM objective (it collapsed a prototype), DM with q detached, hard co-annotation (P0) instead of
+# soft (P1/P2), DM in both directions (P1/P2) or attributes -> class alone (where class labels are scarce) instead
+# of class -> attributes, DM class -> attributes as a Bernoulli KL (BCE − H(q)) instead of the recalled BCE
+# (``losses.distribution_matching``), and the symmetric Jensen–Shannon match of q and the attribute head
+# (``losses.jensen_shannon``) instead of DM.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "mt_dm_sum": {"dm": "class_to_attr", "dm_reduction": "sum"},
     "mt_dm_detach": {"dm": "class_to_attr", "dm_detach": True},
@@ -286,6 +288,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "mt_dm_both": {"dm": "both"},
     "mt_dm_attr": {"dm": "attr_to_class"},
     "mt_dm_kl": {"dm": "class_to_attr", "dm_bernoulli_kl": True},
+    "mt_dm_js": {"couplings": {"dm_js": {}}},
 }
 # Headline columns of ``overview``: name -> (task, metric).
 OVERVIEW: dict[str, tuple[str, str]] = {
