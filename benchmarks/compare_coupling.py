@@ -67,7 +67,7 @@ def main() -> None:
         backbone_kw={"widths": tuple(int(w) for w in args.widths.split(",")), "pool": args.pool},
         loss={"dm_weight": args.dm_weight, "dm_reduction": args.dm_reduction}, configs=ABLATIONS,
         channels_last=True, augment=bool(args.augment),
-    )
+    ).results
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     results.to_csv(out / "results.csv", index=False)
     pd.Series({f"{v}/{s}": t for (v, s), t in results.attrs["seconds"].items()}).to_csv(out / "seconds.csv")

@@ -69,12 +69,13 @@ def main() -> None:
     print(f"training faces per source: { {n: len(s.subset('train')) for n, s in study.sources.items()} }; "
           f"expressions never labelled: {never}")
     quota = largest_first_quota(study.split("train"), 32)
-    models: dict = {}
     start = time.perf_counter()
-    results = compare_coupling(study, variants=args.variants.split(","), seeds=[int(s) for s in args.seeds.split(",")],
-                               steps=args.steps, quota=quota, lr=5e-3, configs=ABLATIONS, models=models,
-                               backbone_kw={"widths": (8, 16, 32, 64), "pool": 3}, channels_last=True,
-                               augment=False, progress=False)
+    comparison = compare_coupling(study, variants=args.variants.split(","),
+                                  seeds=[int(s) for s in args.seeds.split(",")], steps=args.steps, quota=quota,
+                                  lr=5e-3, configs=ABLATIONS, keep_models=True,
+                                  backbone_kw={"widths": (8, 16, 32, 64), "pool": 3}, channels_last=True,
+                                  augment=False, progress=False)
+    results, models = comparison.results, comparison.models
     wall = time.perf_counter() - start
     results.to_csv(out / "results.csv", index=False)
     scores = per_seed(results, COLUMNS).join(unlabelled_recall(models, study, never))

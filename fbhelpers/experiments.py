@@ -9,6 +9,7 @@ reported separately for the attributes the training sources label and for those 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ from .metrics import DELTA_M_FLOOR, delta_m
 from .models import MultiHeadNet
 from .study import Study
 from .tasks import Task
-from .train import evaluate, fit
+from .train import TrainConfig, evaluate, fit
 
 # Loss settings of each multi-task variant [choice]: soft co-annotation (P1/P2), DM class -> attributes with the
 # stable mean reduction (METHOD.md §7); "st" trains one single-task model per task instead.
@@ -91,23 +92,58 @@ def largest_first_quota(sources: Mapping[str, Any], quota: int, small: int | Non
     return {name: quota if name == largest else small for name in sizes}
 
 
-def _train_scored(
-    data: Study, tasks: Sequence[Task], sources: Mapping, couplings: Sequence, config: LossConfig, seed: int, *,
-    steps: int, quota: int | Mapping[str, int], backbone: str, backbone_kw: Mapping[str, Any] | None, lr: float,
-    device: str, **fit_kwargs: Any,
-) -> tuple[MultiHeadNet, pd.DataFrame, pd.DataFrame]:
-    """One model of the comparison: initialised from ``seed``, ``fit`` on ``sources`` (the share of ``quota`` they
-    hold), then every task of ``tasks`` scored on every test set of ``data``, with the labelled / unlabelled
-    attribute groups. Returns (model, history, scores)."""
+# The comparison's training settings [choice]: fit's defaults but 800 steps at lr 5e-3 (the budget of the CPU
+# comparison, docs/results.md); every model of a comparison trains with them (same budget).
+TRAINING = TrainConfig(steps=800, lr=5e-3)
+
+
+def _training(training: TrainConfig | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    return (training or TRAINING).replace(**overrides)
+
+
+def _train_scored(data: Study, tasks: Sequence[Task], sources: Mapping, couplings: Sequence, loss: LossConfig,
+                  seed: int, training: TrainConfig, backbone: str, backbone_kw: Mapping[str, Any] | None,
+                  ) -> VariantRun:
+    """One model of the comparison: initialised from ``seed``, ``fit`` on ``sources`` with ``training`` (its
+    ``seed`` replaced by ``seed``, its ``quota`` cut to the share ``sources`` hold), then every task of ``tasks``
+    scored on every test set of ``data``, with the labelled / unlabelled attribute groups."""
     channels = next(iter(data.sources.values())).images.shape[-1]
     torch.manual_seed(seed)
     model = MultiHeadNet(tasks, backbone, in_channels=channels, **(backbone_kw or {}))
+    quota = training.quota
     share = {n: quota[n] for n in sources} if isinstance(quota, Mapping) else quota
-    history = fit(model, sources, tasks, couplings, config, steps=steps, quota=share, lr=lr, seed=seed,
-                  device=device, **fit_kwargs)
-    scores = evaluate(model, data, tasks, split="test", device=device)
+    history = fit(model, sources, tasks, couplings, loss, training.replace(quota=share, seed=seed))
+    scores = evaluate(model, data, tasks, split="test", device=training.device)
     scores = pd.concat([scores, _group_rows(scores, _label_groups(data))], ignore_index=True)
-    return model, history, scores
+    return VariantRun(model, history, scores)
+
+
+class VariantRun(NamedTuple):
+    """One trained model of a comparison: the network (None when ``compare_coupling`` was not asked to keep
+    it), its ``fit`` history and its tidy test scores."""
+
+    model: MultiHeadNet | None
+    history: pd.DataFrame
+    scores: pd.DataFrame
+
+
+@dataclass
+class Comparison:
+    """What ``compare_coupling`` returns. ``results``: the tidy frame ``variant, seed, source, task, metric,
+    value`` (``attrs["seconds"]``: training time of each (variant, seed)); ``runs``: every trained model's
+    ``VariantRun`` keyed ``(variant, seed, model)``, ``model`` the trained task names joined by "+" (one key per
+    ST task); ``histories`` / ``models`` the same keys to the histories / networks alone."""
+
+    results: pd.DataFrame
+    runs: dict[tuple[str, int, str], VariantRun]
+
+    @property
+    def histories(self) -> dict[tuple[str, int, str], pd.DataFrame]:
+        return {key: run.history for key, run in self.runs.items()}
+
+    @property
+    def models(self) -> dict[tuple[str, int, str], MultiHeadNet]:
+        return {key: run.model for key, run in self.runs.items() if run.model is not None}
 
 
 def compare_coupling(
@@ -115,45 +151,43 @@ def compare_coupling(
     variants: Sequence[str] = ("st", "mt", "mt_coann", "mt_dm", "mt_both"),
     seeds: Sequence[int] = (0, 1, 2),
     *,
-    steps: int = 800,
-    quota: int | Mapping[str, int] = 32,
     backbone: str = "cnn4",
     backbone_kw: Mapping[str, Any] | None = None,
-    lr: float = 5e-3,
     loss: Mapping[str, Any] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     data_seed: int | None = 0,
-    device: str = "auto",
     progress: bool | None = None,
-    histories: dict | None = None,
-    models: dict | None = None,
-    **fit_kwargs: Any,
-) -> pd.DataFrame:
-    """Train every variant for every seed and score every task on every test set (METHOD.md §5; P1 §5 tables).
+    keep_models: bool = False,
+    training: TrainConfig | None = None,
+    **overrides: Any,
+) -> Comparison:
+    """Train every variant for every seed and score every task on every test set
+    (``docs/method.md#measuring-the-claims``; P1 §5 tables).
 
     ``study``: a ``Study`` or a callable ``seed -> Study``.
     ``data_seed``: the study is built once with this seed (only training seeds vary); None = one study per seed.
     ``variants``: ``"st"`` (one model per task, trained on the sources labelling it) and keys of ``VARIANTS``
     (or of ``configs``, name -> ``LossConfig`` keyword arguments, which extends / overrides ``VARIANTS``);
     ``loss`` holds keyword arguments shared by every variant (e.g. ``dm_weight``). Every model: the same
-    backbone, ``steps``, per-source ``quota``, ``lr`` and ``fit_kwargs`` (same budget).
+    backbone and the same ``training`` settings (default ``TRAINING``: 800 steps, lr 5e-3), with ``overrides`` of
+    its fields (``steps``, per-source ``quota``, ``lr``, ``device``, ``augment``, ...): the same budget. Each
+    run's ``fit`` seed is its training seed; ``progress``: the comparison's own bar (each ``fit`` runs without).
 
-    Returns a tidy frame ``variant, seed, source, task, metric, value`` (``evaluate`` rows, plus
-    ``mean_f1_labelled`` / ``mean_f1_unlabelled`` and ``mean_auc_labelled`` / ``mean_auc_unlabelled`` where
-    ``study.info`` names the labelled and unlabelled AUs);
-    ``frame.attrs["seconds"]`` holds the training time of each (variant, seed). ``histories``: a dict that, when
-    given, receives every model's ``fit`` history (training curves without retraining a variant), keyed
-    ``(variant, seed, model)`` with ``model`` the trained task names joined by "+" (one key per ST task).
-    ``models``: a dict that, when given, receives every trained network under the same keys (confusion matrices,
-    VA scatter or per-label scores of a variant without retraining it; each holds its weights in memory).
+    Returns a ``Comparison``: ``results``, a tidy frame ``variant, seed, source, task, metric, value``
+    (``evaluate`` rows, plus ``mean_f1_labelled`` / ``mean_f1_unlabelled`` and ``mean_auc_labelled`` /
+    ``mean_auc_unlabelled`` where the study has ``label_groups``; ``attrs["seconds"]``: the training time of each
+    (variant, seed)), and ``runs``: every model's history and scores (training curves without retraining a
+    variant) and, with ``keep_models=True``, its network (confusion matrices, VA scatter or per-label scores of
+    a variant without retraining it; each holds its weights in memory).
     """
     table = {**VARIANTS, **(configs or {})}
     unknown = [v for v in variants if v != "st" and v not in table]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known are ['st', *{sorted(table)}]")
+    training = _training(training, {**overrides, "progress": False})
     from tqdm.auto import tqdm
 
-    frames, seconds = [], {}
+    frames, seconds, kept = [], {}, {}
     runs = [(v, s) for s in seeds for v in variants]
     fixed = _study(study, data_seed) if data_seed is not None else None
     quiet = not show_progress(progress)
@@ -166,19 +200,15 @@ def compare_coupling(
             jobs = [(data.tasks, data.split("train"), data.couplings, config)]
         start = perf_counter()
         for tasks, sources, couplings, config in jobs:
-            model, history, scores = _train_scored(
-                data, tasks, sources, couplings, config, seed, steps=steps, quota=quota, backbone=backbone,
-                backbone_kw=backbone_kw, lr=lr, device=device, progress=False, **fit_kwargs)
-            key = (variant, seed, "+".join(t.name for t in tasks))
-            if histories is not None:
-                histories[key] = history
-            if models is not None:
-                models[key] = model
-            frames.append(scores.assign(variant=variant, seed=seed))
+            run = _train_scored(data, tasks, sources, couplings, config, seed, training, backbone, backbone_kw)
+            scores = run.scores.assign(variant=variant, seed=seed)
+            kept[(variant, seed, "+".join(t.name for t in tasks))] = run._replace(
+                model=run.model if keep_models else None, scores=scores)
+            frames.append(scores)
         seconds[(variant, seed)] = perf_counter() - start
     out = pd.concat(frames, ignore_index=True)[["variant", "seed", "source", "task", "metric", "value"]]
     out.attrs["seconds"] = seconds
-    return out
+    return Comparison(out, kept)
 
 
 def summarize(results: pd.DataFrame, metrics: Sequence[str] | None = HEADLINE) -> pd.DataFrame:
@@ -299,52 +329,41 @@ OVERVIEW: dict[str, tuple[str, str]] = {
 }
 
 
-class VariantRun(NamedTuple):
-    """What ``fit_variant`` returns: the trained model, its ``fit`` history and its test scores."""
-
-    model: MultiHeadNet
-    history: pd.DataFrame
-    scores: pd.DataFrame
-
-
 def fit_variant(
     study: Study | Callable[[int], Study],
     variant: str = "mt_dm",
     seed: int = 0,
     *,
-    steps: int = 800,
-    quota: int | Mapping[str, int] = 32,
     backbone: str = "cnn4",
     backbone_kw: Mapping[str, Any] | None = None,
-    lr: float = 5e-3,
     loss: Mapping[str, Any] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     data_seed: int = 0,
-    device: str = "auto",
-    eval_every: int | None = None,
-    **fit_kwargs: Any,
+    training: TrainConfig | None = None,
+    **overrides: Any,
 ) -> VariantRun:
     """Train ONE multi-task variant exactly as ``compare_coupling`` does for (``variant``, ``seed``) and keep the
-    model and its training history, which the comparison discards (METHOD.md §5; P1 §4 figures need the model:
-    confusion matrices, VA scatter, per-AU F1). Same arguments -> on CPU the same weights and scores as the
-    comparison's run of that seed. ``variant``: a key of ``VARIANTS`` or of ``configs`` (e.g. ``ABLATIONS``);
-    single-task models are not handled here (``"st"`` trains one model per task). ``eval_every``: steps
-    between test-set evaluations recorded in the history (``eval/<source>/<task>/<metric>`` columns; None = none);
-    evaluating does not change the training. ``scores``: the tidy rows of ``compare_coupling`` (``variant,
-    seed, source, task, metric, value``, with the labelled / unlabelled AU groups).
+    model and its training history (``docs/method.md#measuring-the-claims``; P1 §4 figures need the model:
+    confusion matrices, VA scatter, per-AU F1). Same arguments (``training`` with ``overrides``, default
+    ``TRAINING``) -> on CPU the same weights and scores as the comparison's run of that seed. ``variant``: a key
+    of ``VARIANTS`` or of ``configs`` (e.g. ``ABLATIONS``); single-task models are not handled here (``"st"``
+    trains one model per task). ``eval_every``: steps between test-set evaluations of the study recorded in the history
+    (``eval/<source>/<task>/<metric>`` columns; None = none); evaluating does not change the training.
+    ``scores``: the tidy rows of ``compare_coupling`` (``variant, seed, source, task, metric, value``, with the
+    labelled / unlabelled label groups).
     """
     table = {**VARIANTS, **(configs or {})}
     if variant not in table:
         raise ValueError(f"unknown variant {variant!r}; known are {sorted(table)} ('st' is compare_coupling's)")
     data = _study(study, data_seed)
     config = LossConfig(**{**(loss or {}), **table[variant]})
-    model, history, scores = _train_scored(
-        data, data.tasks, data.split("train"), data.couplings, config, seed, steps=steps, quota=quota,
-        backbone=backbone, backbone_kw=backbone_kw, lr=lr, device=device,
-        progress=fit_kwargs.pop("progress", None), eval_sources=data if eval_every else None,
-        eval_every=eval_every, **fit_kwargs)
-    scores = scores.assign(variant=variant, seed=seed)[["variant", "seed", "source", "task", "metric", "value"]]
-    return VariantRun(model, history, scores)
+    training = _training(training, overrides)
+    if training.eval_every and training.eval_sources is None:
+        training = training.replace(eval_sources=data)
+    run = _train_scored(data, data.tasks, data.split("train"), data.couplings, config, seed, training, backbone,
+                        backbone_kw)
+    scores = run.scores.assign(variant=variant, seed=seed)[["variant", "seed", "source", "task", "metric", "value"]]
+    return run._replace(scores=scores)
 
 
 def per_seed(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW) -> pd.DataFrame:

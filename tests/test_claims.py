@@ -112,10 +112,9 @@ def faces():
     """MT and MT + DM on the scarce-AU face study (notebook 00's demo run) for three seeds, with the models."""
     study = mutate(synthetic.face_study(regime="paper", preset="scarce_au", size=48, seed=0))
     quota = experiments.largest_first_quota(study.split("train"), 32)
-    models: dict = {}
-    results = experiments.compare_coupling(study, variants=("mt", "mt_dm"), seeds=SEEDS, quota=quota,
-                                           configs=configs(), models=models, progress=False, **FACES_FIT)
-    return study, results, {(v, s): m for (v, s, _), m in models.items()}
+    comparison = experiments.compare_coupling(study, variants=("mt", "mt_dm"), seeds=SEEDS, quota=quota,
+                                              configs=configs(), keep_models=True, progress=False, **FACES_FIT)
+    return study, comparison.results, {(v, s): m for (v, s, _), m in comparison.models.items()}
 
 
 def test_dm_teaches_the_aus_no_source_labels(faces):
@@ -200,7 +199,7 @@ def species():
     study = mutate(synthetic.species_study(n_species=10, n_attributes=56, size=32, preset="scarce_attr", seed=0))
     return experiments.compare_coupling(study, variants=("st", "mt", "mt_dm"), seeds=SEEDS, steps=200, quota=16,
                                         backbone="cnn4", backbone_kw={"widths": (16, 32, 64, 128)}, device="cpu",
-                                        configs=configs(), progress=False)
+                                        configs=configs(), progress=False).results
 
 
 def test_species_dm_teaches_unlabelled_attributes(species):

@@ -72,14 +72,24 @@ def test_tiny_comparison_runs_every_variant(tmp_path):
 
     study = Study(sources, FACE_TASKS, couplings, None, info={"labelled_aus": ("AU1", "AU2"),
                                                               "unlabelled_aus": ("AU4",)})
-    r = compare_coupling(study, seeds=(0,), steps=3, quota=4, backbone_kw={"widths": (4, 4, 4, 4)},
-                         progress=False, augment=False)
+    comparison = compare_coupling(study, seeds=(0,), steps=3, quota=4, backbone_kw={"widths": (4, 4, 4, 4)},
+                                  progress=False, augment=False)
+    r = comparison.results
     assert list(dict.fromkeys(r["variant"])) == ["st", "mt", "mt_coann", "mt_dm", "mt_both"]
     assert r["value"].dtype == np.float64  # an ST model without AU groups once turned it into objects
     per = r.groupby("variant").apply(lambda g: set(zip(g["source"], g["task"])), include_groups=False)
     assert all(v == {("affect", "expr"), ("affect", "va"), ("aus", "au")} for v in per)
     assert {"mean_f1_labelled", "mean_f1_unlabelled"} <= set(r["metric"])
     assert set(r.attrs["seconds"]) == {(v, 0) for v in ("st", "mt", "mt_coann", "mt_dm", "mt_both")}
+    assert set(comparison.runs) == {("st", 0, t) for t in ("expr", "au", "va")} | {
+        (v, 0, "expr+au+va") for v in ("mt", "mt_coann", "mt_dm", "mt_both")}
+    assert comparison.models == {}  # networks are kept only when asked for
+    dm = comparison.runs[("mt_dm", 0, "expr+au+va")]
+    assert list(dm.history["step"]) == [1, 2, 3] and dm.model is None
+    pd.testing.assert_frame_equal(dm.scores[r.columns].reset_index(drop=True),
+                                  r[r["variant"] == "mt_dm"].reset_index(drop=True), check_dtype=False)
+    with pytest.raises(TypeError, match=r"unknown training settings \['stepz'\]; TrainConfig takes \[.*'steps'"):
+        compare_coupling(study, variants=("mt",), stepz=3)
     with pytest.raises(ValueError, match=r"unknown variants \['mt_x'\]"):
         compare_coupling(study, variants=("mt_x",))
 
@@ -137,7 +147,8 @@ def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history(t
     study = Study(sources, FACE_TASKS, couplings, None, info={"labelled_aus": ("AU1", "AU2"),
                                                               "unlabelled_aus": ("AU4",)})
     kw = dict(steps=4, quota=4, backbone_kw={"widths": (4, 4, 4, 4)}, augment=False, device="cpu")
-    ref = compare_coupling(study, variants=("mt_dm_sum",), seeds=(1,), configs=ABLATIONS, progress=False, **kw)
+    ref = compare_coupling(study, variants=("mt_dm_sum",), seeds=(1,), configs=ABLATIONS, progress=False,
+                           **kw).results
     run = fit_variant(study, "mt_dm_sum", 1, configs=ABLATIONS, eval_every=2, **kw)
     assert list(run.history["step"]) == [1, 2, 3, 4]
     assert run.history["eval/aus/au/mean_f1"].notna().sum() == 2
@@ -156,10 +167,10 @@ def test_class_attribute_study_groups_and_histories():
 
     study = identity_study(n_identities=3, n_attributes=6, images_per_identity=4, attr_images_per_identity=4,
                            coann_images_per_identity=1, test_images_per_identity=2, size=32, seed=0)
-    histories, models = {}, {}
-    r = compare_coupling(study, variants=("st", "mt_dm"), seeds=(0,), steps=2, quota=2,
-                         backbone_kw={"widths": (4, 4, 4, 4)}, progress=False, augment=False, histories=histories,
-                         models=models)
+    comparison = compare_coupling(study, variants=("st", "mt_dm"), seeds=(0,), steps=2, quota=2,
+                                  backbone_kw={"widths": (4, 4, 4, 4)}, progress=False, augment=False,
+                                  keep_models=True)
+    r, histories, models = comparison.results, comparison.histories, comparison.models
     assert set(histories) == {("st", 0, "identity"), ("st", 0, "attr"), ("mt_dm", 0, "identity+attr")}
     assert set(models) == set(histories)
     kept = evaluate(models[("mt_dm", 0, "identity+attr")], study, split="test", device="cpu")
