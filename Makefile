@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 LAB_ARGS ?=
 
-.PHONY: setup demo test lab bench clean
+.PHONY: setup demo test test-fast lab bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || test -n "$$FB_CHROMIUM" || \
 		echo "make test: no Chromium found: the browser tier will be SKIPPED (apt-get install -y chromium)"
 	$(PY) -m pytest -q -rs -p no:cacheprovider
+
+# The inner loop: the unit tier only (no notebooks, browser, claims, DDP or slow tests); docs/testing.md.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m unit -q -rs -p no:cacheprovider
 
 # JupyterLab on 127.0.0.1 in notebooks/, with the project's kernel (python3 in .venv); LAB_ARGS="--no-browser" etc.
 # As root (a container), JupyterLab needs --allow-root.
