@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .tasks import Task
 
@@ -486,6 +485,8 @@ def estimate(table: pd.DataFrame, class_col: str, attr_cols: Sequence[str],
     rows = np.bincount(codes[labelled.any(axis=1)], minlength=len(labels))
     a, b = k + smoothing, n - k + smoothing
     tail = (1 - ci) / 2
+    from scipy import stats  # here: the tables import without scipy.stats (a second's import for the data check)
+
     low, high = stats.beta.ppf(tail, a, b), stats.beta.ppf(1 - tail, a, b)
     if extend_to_bounds:
         low = np.where((k == 0) & (n > 0), 0.0, low)

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
 SCORINGS: tuple[str, ...] = ("mean", "geometric", "loglik")
 
@@ -109,6 +108,8 @@ def few_shot_predict(support_x: np.ndarray, support_y: np.ndarray, query_x: np.n
         protos = unit(np.stack([unit(support_x[support_y == c]).mean(axis=0) for c in classes]))
         return classes[(unit(query_x) @ protos.T).argmax(axis=1)]
     if method == "logistic":
+        from sklearn.linear_model import LogisticRegression  # here: the loaders read RAFDB_COMPOUND without sklearn
+
         mean, std = support_x.mean(axis=0), support_x.std(axis=0) + 1e-6
         clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
         clf.fit((support_x - mean) / std, support_y)
