@@ -2,38 +2,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from fbhelpers.batching import (
     MultiSourceLoader, MultiSourceSampler, TaskDataset, augment, collate, task_arrays, to_float,
 )
-from fbhelpers.source import Source
-from fbhelpers.tasks import AU, AUS, EXPR, FACE_TASKS, VA
-
-
-def make_source(name: str, n: int, *, expr=True, au=True, va=False, seed=0, size=8) -> Source:
-    rng = np.random.default_rng(seed)
-    table = pd.DataFrame({"split": ["train"] * n, "source": [name] * n})
-    if expr:
-        codes = rng.integers(0, 7, n).astype(object)
-        codes[::3] = None
-        table["expr"] = pd.array(codes, dtype="Int64")
-    if au:
-        vals = rng.integers(0, 2, (n, len(AUS))).astype(float)
-        vals[1::4, :5] = np.nan
-        for j, a in enumerate(AUS):
-            table[a] = vals[:, j]
-    if va:
-        table["valence"] = rng.uniform(-1, 1, n)
-        table["arousal"] = rng.uniform(-1, 1, n)
-    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    return Source(name, table, images)
+from fbhelpers.tasks import AU, EXPR, FACE_TASKS, VA
+from helpers import blank_source, gappy_source
 
 
 def test_missing_labels_stay_missing():
-    src = make_source("a", 12, va=False)
+    src = gappy_source("a", 12, va=False)
     ds = TaskDataset(src, FACE_TASKS, source_id=3)
     codes = src.table["expr"]
     assert ds.masks["expr"].tolist() == codes.notna().tolist()
@@ -47,7 +27,7 @@ def test_missing_labels_stay_missing():
 
 
 def test_gather_matches_items_and_collate():
-    ds = TaskDataset(make_source("a", 10, va=True), FACE_TASKS)
+    ds = TaskDataset(gappy_source("a", 10, va=True), FACE_TASKS)
     idx = np.array([4, 0, 7])
     batch = ds.gather(idx)
     joined = collate([ds[int(i)] for i in idx])
@@ -60,29 +40,29 @@ def test_gather_matches_items_and_collate():
 
 
 def test_label_validation_names_source_row_value():
-    src = make_source("rafdb", 6)
+    src = gappy_source("rafdb", 6)
     src.table.loc[4, "expr"] = 7
     with pytest.raises(ValueError, match=r"'rafdb'.*row 4.*7"):
         TaskDataset(src, FACE_TASKS)
-    partial = make_source("disfa", 5).table.drop(columns=["AU26"])
+    partial = gappy_source("disfa", 5).table.drop(columns=["AU26"])
     with pytest.raises(ValueError, match=r"'disfa'.*lacks \['AU26'\]"):
-        task_arrays(Source("disfa", partial, np.zeros((5, 2, 2, 1), np.uint8)), AU)
-    bad_au = make_source("bp4d", 5)
+        task_arrays(blank_source("disfa", partial, size=2), AU)
+    bad_au = gappy_source("bp4d", 5)
     bad_au.table.loc[2, "AU4"] = 9.0
     with pytest.raises(ValueError, match=r"'bp4d'.*'AU4' row 2.*9\.0"):
         task_arrays(bad_au, AU)
-    text = make_source("x", 4)
+    text = gappy_source("x", 4)
     text.table["expr"] = ["happy", None, 1, 2]
     with pytest.raises(ValueError, match=r"'x'.*'expr' row 0.*'happy'"):
         task_arrays(text, EXPR)
-    inf_va = make_source("aff", 4, va=True)
+    inf_va = gappy_source("aff", 4, va=True)
     inf_va.table.loc[3, "arousal"] = np.inf
     with pytest.raises(ValueError, match=r"'aff'.*'arousal' row 3"):
         task_arrays(inf_va, VA)
 
 
 def test_every_batch_holds_each_source_quota():
-    sources = {"a": make_source("a", 50), "b": make_source("b", 7, expr=False), "c": make_source("c", 20)}
+    sources = {"a": gappy_source("a", 50), "b": gappy_source("b", 7, expr=False), "c": gappy_source("c", 20)}
     loader = MultiSourceLoader.from_sources(sources, FACE_TASKS, {"a": 5, "b": 3, "c": 2}, seed=1)
     assert len(loader) == 10  # a: 50 / 5 steps per pass
     for _ in range(12):
@@ -122,7 +102,7 @@ def test_ddp_shards_are_disjoint_and_equal_length():
 
 
 def test_state_dict_resumes_the_same_sequence():
-    sources = {"a": make_source("a", 30), "b": make_source("b", 11)}
+    sources = {"a": gappy_source("a", 30), "b": gappy_source("b", 11)}
     run = MultiSourceLoader.from_sources(sources, FACE_TASKS, 4, seed=5)
     full = [run.next_batch()["image"] for _ in range(9)]
     first = MultiSourceLoader.from_sources(sources, FACE_TASKS, 4, seed=5)

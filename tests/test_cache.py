@@ -22,9 +22,9 @@ from PIL import Image
 from fbhelpers import train
 from fbhelpers.batching import TaskDataset, decode_image
 from fbhelpers.datasets.cache import CachedImages, PackedCache, build_cache, image_source
-from fbhelpers.models import MultiHeadNet
 from fbhelpers.source import Source
 from fbhelpers.tasks import EXPR
+from helpers import tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SKIP = "image not decodable"
@@ -137,7 +137,7 @@ def test_fit_evaluate_predict_read_the_cache_lazily(tmp_path):
                           "split": np.where(np.arange(n) < 40, "test", "train"), "source": "toy",
                           "expr": pd.array(rng.integers(0, 7, n), dtype="Int64")})
     src = image_source(table, tmp_path / "data", 16, tmp_path / "cache", workers=1, progress=False)
-    model = MultiHeadNet((EXPR,), backbone="cnn4", widths=(4, 8, 8, 8))
+    model = tiny_net((EXPR,), widths=(4, 8, 8, 8))
     import torch._dynamo  # noqa: F401  (AdamW imports it lazily: seconds under tracemalloc, so before it)
     tracemalloc.start()
     history = train.fit(model, {"toy": src}, (EXPR,), steps=3, quota=8, device="cpu", progress=False)

@@ -11,14 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from test_train import TINY
+WORKER = '''
+import os, sys
+import torch
+import torch.distributed as dist
+from fbhelpers.tasks import FACE_TASKS
+from fbhelpers.train import fit
+from helpers import block_study
 
-WORKER = TINY.split('\nif __name__ == "__main__":')[0] + '''
 if __name__ == "__main__":
-    import torch.distributed as dist
-    from fbhelpers.train import fit
     out = sys.argv[1]
-    model, sources, couplings, cfg = build()
+    model, sources, couplings, cfg = block_study()
     history = fit(model, sources, FACE_TASKS, couplings, cfg, steps=30, quota=8, lr=3e-3, progress=True,
                   augment={"flip": False}, history_csv=os.path.join(out, "history.csv"),
                   checkpoint_dir=os.path.join(out, "ckpt"), checkpoint_every=10)
@@ -32,7 +35,8 @@ if __name__ == "__main__":
 def test_two_cpu_processes_stay_identical_and_learn(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(WORKER)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    here = Path(__file__).parent  # the repository (fbhelpers) and tests/ (helpers)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)]), "OMP_NUM_THREADS": "1"}
     env.pop("CI", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -17,6 +17,7 @@ from fbhelpers.batching import decode_image
 from fbhelpers.relatedness import Relatedness, prior
 from fbhelpers.synthetic import make_faces
 from fbhelpers.tasks import Task
+from helpers import tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,8 +35,7 @@ NAMES = ["a0.png", "a1.png", "a2.jpg", "a5.png", "sub/b3.png", "sub/b4.JPEG"]  #
 
 
 def _model(in_channels: int = 3) -> models.MultiHeadNet:
-    torch.manual_seed(0)
-    net = models.MultiHeadNet(TASKS, "cnn4", in_channels=in_channels, widths=(4, 4, 4, 4), pool=2).eval()
+    net = tiny_net(TASKS, in_channels=in_channels, pool=2).eval()
     with torch.no_grad():
         net.heads["au"].weight.mul_(5)  # AU probabilities spread over (0, 1), on both sides of the thresholds
     return net
@@ -231,8 +231,7 @@ def test_rendered_faces_scored_from_files_equal_evaluate_on_the_same_images(tmp_
     assert all(np.array_equal(np.asarray(Image.open(tmp_path / "mine" / p)), images[i])
                for i, p in enumerate(labels["path"]))
     assert labels["expr"].tolist() == truth["expr"].tolist()
-    torch.manual_seed(1)
-    net = models.MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4), pool=2).eval()
+    net = tiny_net(FACE_TASKS, seed=1, pool=2).eval()
     with torch.no_grad():
         net.heads["au"].bias.fill_(0.3)  # some AUs on, so F1 is not 0 everywhere
     path = models.save(net, tmp_path / "model.pt", input_size=24)

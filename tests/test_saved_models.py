@@ -17,6 +17,7 @@ from fbhelpers.relatedness import prior
 from fbhelpers.study import Coupling
 from fbhelpers.synthetic import face_study
 from fbhelpers.tasks import FACE_TASKS
+from helpers import tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,14 +115,14 @@ def test_tables_thresholds_metadata_and_input_size_round_trip(tmp_path):
     (dict(input_size=None), r"give input_size"),
 ])
 def test_save_refuses_what_a_model_file_cannot_hold(tmp_path, kwargs, match):
-    net = MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4))
+    net = tiny_net()
     with pytest.raises(ValueError, match=match):
         models.save(net, tmp_path / "m.pt", **{"input_size": 32, **kwargs})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
-    net = MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4))
+    net = tiny_net()
     path = models.save(net, tmp_path / "m.pt", input_size=32, run="first")
 
     def broken_save(obj, target):
@@ -150,7 +151,7 @@ class Payload:
 
 
 def _record(tmp_path: Path) -> dict:
-    net = MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4))
+    net = tiny_net()
     return torch.load(models.save(net, tmp_path / "good.pt", input_size=32), weights_only=True)
 
 
@@ -242,8 +243,7 @@ def test_save_from_checkpoint(tmp_path):
 
 def test_save_from_a_real_fit_checkpoint(tmp_path):
     study = face_study(regime="paper", preset="scarce_au", size=24, seed=0)
-    torch.manual_seed(0)
-    net = MultiHeadNet(study.tasks, "cnn4", widths=(4, 4, 4, 4), pool=2)
+    net = tiny_net(study.tasks, pool=2)
     train.fit(net, study, loss_config=LossConfig(dm="class_to_attr"), steps=2, quota=2, checkpoint_dir=tmp_path,
               progress=False, device="cpu")
     loaded = models.load(models.save_from_checkpoint(tmp_path / checkpoints.CHECKPOINT, tmp_path / "model.pt"))
@@ -292,8 +292,7 @@ def test_models_imports_only_lower_modules():
 
 def test_a_checkpoint_of_a_selecting_run_exports_the_selected_weights(tmp_path):
     study = face_study(regime="pair", size=24, n_scale=0.2, seed=0)
-    torch.manual_seed(0)
-    net = MultiHeadNet(study.tasks, "cnn4", widths=(4, 4, 4, 4), pool=2)
+    net = tiny_net(study.tasks, pool=2)
     history = train.fit(net, study, steps=6, quota=4, checkpoint_dir=tmp_path, progress=False, device="cpu",
                         val_split="val", select="expr/accuracy", select_mode="min", eval_every=1, lr=0.05)
     best = history.attrs["best_step"]

@@ -1,4 +1,4 @@
-"""The VA (regression) head's start, issue 12 item 8: a random head collapsed to CCC 0 on one output in some seeds.
+"""The VA (regression) head's start: a random head collapsed to CCC 0 on one output in some seeds.
 
 Mechanism (``benchmarks/va_collapse.py``): d(1 - CCC)/d(mean prediction) = 4 cov (mu_p - mu_t) / D^2 pushes the
 mean *away* from the target mean while the covariance is negative, which a random head has for about half its
@@ -10,13 +10,11 @@ import pytest
 import torch
 
 from fbhelpers.losses import ccc_loss
-from fbhelpers.models import MultiHeadNet
-from fbhelpers.tasks import FACE_TASKS
+from helpers import tiny_net
 
 
 def _net(seed=0, **kw):
-    torch.manual_seed(seed)
-    return MultiHeadNet(FACE_TASKS, "cnn4", widths=(8, 16, 32, 64), pool=3, **kw)
+    return tiny_net(seed=seed, widths=(8, 16, 32, 64), pool=3, **kw)
 
 
 def test_regression_heads_start_at_zero_and_other_draws_are_unchanged():

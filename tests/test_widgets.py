@@ -259,18 +259,12 @@ def test_face_browser_widgets_filter_and_slider(browser):
 
 
 def test_variant_predictions_merges_st_networks():
-    import torch
+    from helpers import blank_source, tiny_net
 
-    from fbhelpers import models
-    from fbhelpers.tasks import FACE_TASKS
-
-    torch.manual_seed(0)
-    table = pd.DataFrame({"split": "test", "expr": pd.array([0, 1], dtype="Int64")})
-    src = Source("twin", table, np.zeros((2, 16, 16, 3), dtype=np.uint8))
-    nets = {("st", 0, "expr"): models.MultiHeadNet((EXPR,), "cnn4", widths=(4, 4, 4, 4)),
-            ("st", 0, "au"): models.MultiHeadNet((AU,), "cnn4", widths=(4, 4, 4, 4)),
-            ("mt", 0, "expr+au+va"): models.MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4)),
-            ("mt", 1, "expr+au+va"): models.MultiHeadNet(FACE_TASKS, "cnn4", widths=(4, 4, 4, 4))}
+    src = blank_source("twin", pd.DataFrame({"split": "test", "expr": pd.array([0, 1], dtype="Int64")}), size=16,
+                       channels=3)
+    nets = {("st", 0, "expr"): tiny_net((EXPR,)), ("st", 0, "au"): tiny_net((AU,)),
+            ("mt", 0, "expr+au+va"): tiny_net(), ("mt", 1, "expr+au+va"): tiny_net(seed=1)}
     out = widgets.variant_predictions(nets, {"twin": src}, seed=0, variants={"st": "ST", "mt": "MT"}, device="cpu")
     assert sorted(out["ST"]["twin"]) == ["au", "expr"] and sorted(out["MT"]["twin"]) == ["au", "expr", "va"]
     assert out["ST"]["twin"]["au"].shape == (2, 17)
