@@ -68,7 +68,7 @@ class DatasetCheck:
     """What ``check-data`` found for one database under the data root."""
 
     name: str
-    status: str  # found | missing | incomplete | mismatch (manifest sha256) | changed (since the lock file)
+    status: str  # found | missing | incomplete | mismatch (manifest sha256) | changed (since the lock file) | error
     folder: Path | None
     problems: list[str] = field(default_factory=list)
     read: int | None = None  # label rows the loader read (kept + left out, by any reason)
@@ -104,10 +104,12 @@ def _count(check: DatasetCheck) -> None:
     skipped = table.attrs.get("skipped", {})
     check.rows, check.images = len(table), int(table["path"].nunique())
     check.read, check.no_image = len(table) + sum(skipped.values()), int(skipped.get("no image file", 0))
+    others = {reason: n for reason, n in skipped.items() if reason != "no image file"}
     if not check.rows:
         check.status = "incomplete"
         check.problems = [f"no image file for any of the {check.read:,} label rows read: are the images unpacked "
-                          f"where the loader looks (see `fbhelpers.datasets.{check.name}` / the README)?"]
+                          f"where the loader looks (see `fbhelpers.datasets.{check.name}` / the README)?"
+                          + (f" (skipped: {others})" if others else "")]
 
 
 def _changed(folder: Path, name: str, lock: dict[str, Any]) -> list[str]:
@@ -138,22 +140,31 @@ def check_data(manifest: Path, root: Path | None, count: bool = True,
         if root is None:
             check.problems = [f"<no data root>/{ds['root']}"]
             continue
-        check.folder = base = root / ds["root"]
-        if not base.is_dir():
-            check.problems = [str(base)]
-            continue
-        absent = [str(base / rel) for rel, _ in ds["files"] if not (base / rel).exists()]
-        if absent:
-            check.status, check.problems = "incomplete", absent
-            continue
-        bad = [str(base / rel) for rel, sha in ds["files"] if sha and _sha256(base / rel) != str(sha).lower()]
-        check.status, check.problems = ("mismatch", bad) if bad else ("found", [])
-        if count and check.status == "found" and ds["name"] in datasets.LOADERS:
-            _count(check)
-        changed = _changed(base, ds["name"], lock)
-        if changed and check.status == "found":
-            check.status, check.problems = "changed", changed
+        check.folder = root / ds["root"]
+        try:
+            _check_folder(check, ds, count, lock)
+        except Exception as err:        # one database that cannot be checked is its row, never the whole report
+            check.status, check.problems = "error", [f"{type(err).__name__}: {err}"]
     return checks
+
+
+def _check_folder(check: DatasetCheck, ds: dict[str, Any], count: bool, lock: dict[str, Any]) -> None:
+    """Status and problems of one dataset folder (``check.folder``): its files, checksums, rows, lock file."""
+    base = check.folder
+    if not base.is_dir():
+        check.problems = [str(base)]
+        return
+    absent = [str(base / rel) for rel, _ in ds["files"] if not (base / rel).exists()]
+    if absent:
+        check.status, check.problems = "incomplete", absent
+        return
+    bad = [str(base / rel) for rel, sha in ds["files"] if sha and _sha256(base / rel) != str(sha).lower()]
+    check.status, check.problems = ("mismatch", bad) if bad else ("found", [])
+    if count and check.status == "found" and ds["name"] in datasets.LOADERS:
+        _count(check)
+    changed = _changed(base, ds["name"], lock)
+    if changed and check.status == "found":
+        check.status, check.problems = "changed", changed
 
 
 def record_lock(manifest: Path, root: Path) -> tuple[Path, int]:
