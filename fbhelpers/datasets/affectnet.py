@@ -54,7 +54,7 @@ EXPRESSIONS_8: tuple[str, ...] = (*EXPRESSIONS, "contempt")
 def _read_list(path: Path) -> list[tuple[int, list[str]]]:
     """``(line, fields)`` of one AffectNet CSV after checking its header; rows with another field count are errors."""
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with common.open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != list(HEADER):
@@ -106,11 +106,14 @@ def _parse(path: Path, split: str, classes: int, keep_unlabelled: bool, skipped:
     return out
 
 
-def load(root: str | Path, *, classes: int = 7, unlabelled: str = "drop", check_images: bool = True) -> pd.DataFrame:
+def load(root: str | Path, *, classes: int = 7, unlabelled: str = "drop", check_images: bool = True,
+         allow_outside_root: bool = False) -> pd.DataFrame:
     """The canonical table of AffectNet's manually annotated images (mappings in the module docstring; Mollahosseini
     et al., IEEE TAC 2017). ``classes``: 7 (contempt dropped, counted) or 8 (contempt = ``expr`` code 7, see
     :data:`EXPRESSIONS_8`); ``unlabelled``: ``"drop"`` (codes 8-10 counted per code) or ``"keep"`` (``expr`` <NA>,
-    VA kept when annotated); ``check_images``: drop and count rows whose image file is absent."""
+    VA kept when annotated); ``check_images``: drop and count rows whose image file is absent;
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute path, a link
+    pointing out; counted and skipped by default)."""
     if classes not in (7, 8):
         raise ValueError(f"classes must be 7 or 8, got {classes!r}")
     if unlabelled not in ("drop", "keep"):
@@ -120,8 +123,8 @@ def load(root: str | Path, *, classes: int = 7, unlabelled: str = "drop", check_
     rows = [row for rel, split in FILES.items()
             for row in _parse(base / rel, split, classes, unlabelled == "keep", skipped)]
     frame = pd.DataFrame(rows, columns=["path", "split", "expr", "valence", "arousal", *common.BOX_COLUMNS])
-    if check_images:
-        frame, _ = common.keep_existing(frame, base, skipped)
+    frame, _ = common.keep_images(frame, base, skipped, check_images=check_images,
+                                  allow_outside_root=allow_outside_root)
     table = common.canonical(frame, NAME)
     table.attrs["expr_labels"] = EXPRESSIONS_8 if classes == 8 else EXPRESSIONS
     return common.report_skips(table, NAME, skipped)

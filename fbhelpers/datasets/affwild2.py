@@ -16,7 +16,9 @@ The layout folders may also sit in one sub-folder of root (e.g. ``6th ABAW Annot
 ``cropped_aligned/``; ``annotations=`` names that folder explicitly.
 
 Per-task files: one header line, then one row per frame: the row on line ``i + 1`` is frame ``i``, image
-``cropped_aligned/<video>/<i:05d>.jpg``. Headers: VA ``valence,arousal``; EXPR
+``cropped_aligned/<video>/<i:05d>.jpg``. A blank line before the last row is an error naming the file and line: it
+would leave a frame without a row and shift every later frame in parsers that drop blank lines, so which frame a
+later row labels is ambiguous; blank lines after the last row are ignored. Headers: VA ``valence,arousal``; EXPR
 ``Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other`` (FG 2020 without ``Other``); AU the AU names
 (ABAW3+ ``AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26``, FG 2020 ``AU1,AU2,AU4,AU6,AU12,AU15,AU20,AU25``),
 read from the header.
@@ -96,7 +98,7 @@ def _floats(path: Path, rows: list[tuple[int, list[str]]], names: list[str]) -> 
 
 
 def _header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig") as fh:
+    with common.open_text(path) as fh:
         first = fh.readline().strip()
     if not first:
         raise DataFormatError(path, 1, "empty first line: expected the header line")
@@ -152,6 +154,10 @@ def _task_file(path: Path, task: str, keep_other: bool, counts: dict[str, int]) 
     names = {"va": list(VA_HEADER), "expr": ["expression code"]}.get(task) or _au_names(path, header)
     rows = list(common.text_rows(path, sep=",", skip=1, n_fields=len(names)))
     lines = np.array([line for line, _ in rows], dtype=int)
+    gaps = np.flatnonzero(lines != np.arange(2, 2 + len(lines)))
+    if gaps.size:
+        raise DataFormatError(path, int(gaps[0]) + 2, "blank line between frame rows (the row on line i + 1 is frame "
+                              "i): delete it, or write the missing-label value (-5 VA, -1 EXPR / AU) for its frame")
     values = _floats(path, rows, names)
     out = {"frame": lines - 1}
     if task == "va":
@@ -271,7 +277,7 @@ def _merge_overlap(frame: pd.DataFrame, overlap: str) -> tuple[pd.DataFrame, lis
 
 def load(root: str | Path, *, layout: str | None = None, annotations: str | Path | None = None,
          mtl_files: Mapping[str, str] = MTL_FILES, other: str = "missing", overlap: str = "keep",
-         check_images: bool = True) -> pd.DataFrame:
+         check_images: bool = True, allow_outside_root: bool = False) -> pd.DataFrame:
     """The canonical table of Aff-Wild2 (Kollias & Zafeiriou, BMVC 2019; ABAW): one row per labelled frame with
     ``expr``, the AUs of the edition and VA (mappings in the module docstring), ``video`` and ``frame`` columns.
 
@@ -279,7 +285,8 @@ def load(root: str | Path, *, layout: str | None = None, annotations: str | Path
     ``annotations``: the folder (relative to root) holding the layout when it is not root itself; ``mtl_files``:
     {split: file name} of the MTL layout; ``other``: ``"missing"`` or ``"keep"`` (EXPR code 7); ``overlap``:
     ``"keep"`` or ``"val"`` (a video with task files in both splits); ``check_images``: drop and count frames
-    without an image under ``cropped_aligned/``."""
+    without an image under ``cropped_aligned/``; ``allow_outside_root``: keep rows whose image path leaves the dataset
+    folder (``..``, an absolute path, a link pointing out; counted and skipped by default)."""
     if layout not in (None, *SPLIT_FOLDERS, "mtl"):
         raise ValueError(f"layout must be one of {[*SPLIT_FOLDERS, 'mtl']} or None, got {layout!r}")
     if other not in ("missing", "keep") or overlap not in ("keep", "val"):
@@ -301,8 +308,10 @@ def load(root: str | Path, *, layout: str | None = None, annotations: str | Path
     frame["frame"] = frame["frame"].astype("int64")
     frame["path"] = [f"{IMAGES}/{v}/{f:05d}.jpg" for v, f in zip(frame["video"], frame["frame"])]
     detail: dict[str, object] = {"expression Other set missing": counts["expression Other set missing"]}
+    frame, no_image = common.keep_images(frame, base, skipped, check_images=check_images,
+                                         allow_outside_root=allow_outside_root, per="video")
     if check_images:
-        frame, detail["no image per video"] = common.keep_existing(frame, base, skipped, per="video")
+        detail["no image per video"] = no_image
     table = common.canonical(frame[["path", *KEYS, *labels]], NAME)
     table.attrs.update(layout=layout, overlap_videos=both,
                        expr_labels=EXPRESSIONS_8 if other == "keep" else EXPRESSIONS)

@@ -56,7 +56,7 @@ FILE_NAME = re.compile(r"^(?P<subject>[FM]\d{3})_(?P<task>T\d+)\.csv$")
 
 def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and ``(line, fields)`` rows of one AU_OCC CSV; a row with another number of fields is an error."""
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with common.open_text(path) as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip() for h in next(reader, [])]
@@ -105,12 +105,13 @@ def _read_file(path: Path) -> pd.DataFrame:
 
 
 def load(root: str | Path, *, images: str = IMAGES, fold: int = 0, folds: Sequence[Sequence[str]] = PARTS,
-         check_images: bool = True) -> pd.DataFrame:
+         check_images: bool = True, allow_outside_root: bool = False) -> pd.DataFrame:
     """The canonical table of BP4D-Spontaneous (Zhang et al., IVC 2014): one row per coded frame with the 12
     standard AUs, subject-independent ``fold`` of ``folds`` as "test" (mappings in the module docstring).
     ``images``: path pattern of the extracted frames (fields ``subject``, ``task``, ``frame``); ``check_images``:
     drop and count frames whose image is absent (per subject in ``attrs["skipped_detail"]["no image per
-    subject"]``)."""
+    subject"]``); ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute
+    path, a link pointing out; counted and skipped by default)."""
     base = common.dataset_root(root, NAME, [OCC], FOLDER)
     files = [(p, FILE_NAME.match(p.name)) for p in sorted((base / OCC).glob("*.csv"))]
     files = [(p, m) for p, m in files if m]
@@ -126,8 +127,10 @@ def load(root: str | Path, *, images: str = IMAGES, fold: int = 0, folds: Sequen
     frame["path"] = common.image_paths(images, {"subject": frame["subject"], "task": frame["task"],
                                                 "frame": frame["frame"]})
     detail = {}
+    frame, no_image = common.keep_images(frame, base, skipped, check_images=check_images,
+                                         allow_outside_root=allow_outside_root, per="subject")
     if check_images:
-        frame, detail["no image per subject"] = common.keep_existing(frame, base, skipped, per="subject")
+        detail["no image per subject"] = no_image
     table = common.canonical(frame[["path", "split", *aus, "subject", "task", "frame"]], NAME)
     return common.report_skips(table, NAME, skipped, detail)
 

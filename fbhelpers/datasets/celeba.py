@@ -51,7 +51,7 @@ ATTRIBUTES: tuple[str, ...] = (
 
 def _header(path: Path) -> int:
     """The image count of line 1, after checking line 2 names :data:`ATTRIBUTES` in order."""
-    with open(path, encoding="utf-8-sig") as fh:
+    with common.open_text(path) as fh:
         first, second = fh.readline(), fh.readline()
     count = common.parse_number(path, 1, first.strip(), "image count", int)
     names = tuple(second.split())
@@ -139,11 +139,14 @@ def top_identities(table: pd.DataFrame, n: int) -> pd.DataFrame:
     return _coded(_top(table, n, skipped), skipped, table.attrs.get("skipped_detail"))
 
 
-def load(root: str | Path, *, top_identities: int | None = None, check_images: bool = True) -> pd.DataFrame:
+def load(root: str | Path, *, top_identities: int | None = None, check_images: bool = True,
+         allow_outside_root: bool = False) -> pd.DataFrame:
     """CelebA (Liu et al., ICCV 2015) as a canonical table: ``identity`` (``Int64`` codes, sorted by identity
     number, the number in ``identity_id``) and the 40 attributes (float 0/1) of :data:`ATTRIBUTES`, split from
     ``list_eval_partition.txt`` (0 train, 1 val, 2 test). ``top_identities``: keep the N identities with the most
-    images (None = all; applied after ``check_images``, so codes stay 0..K-1 over identities present)."""
+    images (None = all; applied after ``check_images``, so codes stay 0..K-1 over identities present).
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute path, a link
+    pointing out; counted and skipped by default)."""
     base = common.dataset_root(root, NAME, FILES, FOLDER)
     names, matrix = _attributes(base / ATTR_FILE)
     identity = _pairs(base / IDENTITY_FILE, "identity")
@@ -155,8 +158,8 @@ def load(root: str | Path, *, top_identities: int | None = None, check_images: b
     skipped = {f"not in {IDENTITY_FILE}": int(frame["identity_id"].isna().sum()),
                f"not in {PARTITION_FILE}": int((frame["split"].isna() & frame["identity_id"].notna()).sum())}
     frame = frame[frame["identity_id"].notna() & frame["split"].notna()]
-    if check_images:
-        frame, _ = common.keep_existing(frame, base, skipped)
+    frame, _ = common.keep_images(frame, base, skipped, check_images=check_images,
+                                  allow_outside_root=allow_outside_root)
     if top_identities is not None:
         frame = _top(frame, top_identities, skipped)
     return _coded(frame, skipped)

@@ -10,6 +10,11 @@ NaN / ``<NA>`` = missing). Every dataset-specific code and sentinel is mapped in
 Nothing is silently dropped: every row a loader leaves out is counted by reason in ``table.attrs["skipped"]``
 (``{reason: count}``, details such as per-video counts in ``table.attrs["skipped_detail"]``) and logged as one
 warning on the ``fbhelpers.datasets`` logger.
+
+Text files are read as UTF-8 (a byte-order mark allowed, :func:`open_text`); any other encoding is a
+:class:`DataFormatError` naming the file, the line and the first byte that is not UTF-8. Image paths are checked
+against the dataset folder (:func:`keep_images`): a row whose image is not a regular file there, or whose path
+leaves the folder (``..``, an absolute path, a link pointing out of it) is counted by reason, never read.
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ import logging
 import os
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -28,6 +34,17 @@ from ..tasks import AUS
 
 LOG = logging.getLogger("fbhelpers.datasets")
 LABEL_COLUMNS: tuple[str, ...] = ("expr", *AUS, "valence", "arousal")
+#: skip reasons of :func:`keep_images`
+NO_IMAGE = "no image file"
+NOT_REGULAR = "not a regular file"
+UNREADABLE = "unreadable entry"
+OUTSIDE = "path outside the dataset folder"
+SHOWN = 3          # paths named in a warning per reason
+HINTS: dict[str, str] = {
+    NOT_REGULAR: " (a folder, FIFO or device named like an image)",
+    UNREADABLE: " (a link loop, or a folder without read permission)",
+    OUTSIDE: " (pass allow_outside_root=True to read images reached through '..', an absolute path or a link)",
+}
 #: a face box in pixels of the original image (AffectNet's), which the image cache crops to; NaN = whole image
 BOX_COLUMNS: tuple[str, ...] = ("box_x", "box_y", "box_w", "box_h")
 
@@ -73,12 +90,43 @@ def _folders(base: Path, depth: int) -> list[Path]:
     return found
 
 
+@contextmanager
+def open_text(path: Path) -> Iterator[TextIO]:
+    """``path`` opened for reading as UTF-8 text (a byte-order mark skipped, line ends kept as they are). A file in
+    another encoding (cp1252 from Excel, UTF-16 "Unicode text") raises a DataFormatError naming the file, the first
+    line that is not UTF-8 and its bytes, with the hint to re-save the file as UTF-8."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            yield fh
+    except UnicodeDecodeError:
+        raise _encoding_error(path) from None
+
+
+def _encoding_error(path: Path) -> DataFormatError:
+    """The DataFormatError of a file that is not UTF-8: its first bad line and bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = raw[err.start:err.end]
+                break
+        else:
+            number, bad = None, b""
+    kind = ("UTF-16 (\"Unicode text\")" if head in (b"\xff\xfe", b"\xfe\xff") else
+            "another encoding (e.g. cp1252 / Latin-1 from Excel)")
+    return DataFormatError(path, number, f"not UTF-8 text but {kind}: re-save the file as UTF-8 (Excel: "
+                                         "'CSV UTF-8'; a text editor: encoding UTF-8)", bad)
+
+
 def text_rows(path: Path, *, sep: str | None = None, skip: int = 0, n_fields: int | None = None,
               min_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of a text file, 1-based line numbers, ``skip`` header lines skipped, blank lines
     ignored; ``sep=None`` splits on any run of whitespace (CelebA's double spaces). DataFormatError naming the line
     when a row has another number of fields than ``n_fields`` (or fewer than ``min_fields``)."""
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
             if number <= skip or not line.strip():
                 continue
@@ -149,22 +197,62 @@ def report_skips(table: pd.DataFrame, source: str, skipped: Mapping[str, int],
     return table
 
 
+def image_problems(root: Path, paths: Sequence[str], *, listing: bool = True,
+                   allow_outside_root: bool = False) -> np.ndarray:
+    """Per path, ``""`` when ``root / path`` is an image a loader keeps, else why not: :data:`OUTSIDE` (the resolved
+    path leaves ``root``: ``..``, an absolute path, a link pointing out; unless ``allow_outside_root``),
+    :data:`NO_IMAGE`, :data:`NOT_REGULAR` (a folder, FIFO or device) or :data:`UNREADABLE` (a link loop, a folder
+    without read permission). Each folder is resolved and listed once (``os.scandir``) instead of one ``stat`` per
+    path: millions of frames in a few thousand folders are checked in seconds. ``listing=False``: only the
+    :data:`OUTSIDE` check of the folders, nothing listed."""
+    base = os.path.realpath(root)
+    folders: dict[str, dict[str, str] | str | None] = {}
+    out = np.empty(len(paths), dtype=object)
+    for i, path in enumerate(paths):
+        folder, _, name = str(path).rpartition("/")
+        if folder not in folders:
+            folders[folder] = _folder_entries(root, folder, base, listing, allow_outside_root)
+        found = folders[folder]
+        out[i] = found if isinstance(found, str) else ("" if found is None else found.get(name, NO_IMAGE))
+    return out
+
+
+def _inside(real: str, base: str) -> bool:
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _folder_entries(root: Path, folder: str, base: str, listing: bool, allow_outside: bool
+                    ) -> dict[str, str] | str | None:
+    """``{entry name: "" or reason}`` of one folder, one reason for all of it, or None (not listed)."""
+    where = os.path.join(root, folder)
+    if not allow_outside and not _inside(os.path.realpath(where), base):
+        return OUTSIDE
+    if not listing:
+        return None
+    try:
+        with os.scandir(where) as entries:
+            return {e.name: _entry_problem(e, base, allow_outside) for e in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError:
+        return UNREADABLE
+
+
+def _entry_problem(entry: os.DirEntry, base: str, allow_outside: bool) -> str:
+    """``""`` for a regular file (links followed) inside ``base``, else the reason (a dangling link: no image)."""
+    try:
+        if not entry.is_file():
+            return NO_IMAGE if entry.is_symlink() and not os.path.exists(entry.path) else NOT_REGULAR
+    except OSError:
+        return UNREADABLE
+    if entry.is_symlink() and not allow_outside and not _inside(os.path.realpath(entry.path), base):
+        return OUTSIDE
+    return ""
+
+
 def files_exist(root: Path, paths: Sequence[str]) -> np.ndarray:
-    """Whether each ``root / path`` is a file, listing each folder once (``os.scandir``) instead of one ``stat`` per
-    path: millions of frames in a few thousand folders are checked in seconds."""
-    listed: dict[str, set[str]] = {}
-
-    def files_in(folder: str) -> set[str]:
-        if folder not in listed:
-            try:
-                with os.scandir(root / folder) as entries:
-                    listed[folder] = {e.name for e in entries if e.is_file()}
-            except (FileNotFoundError, NotADirectoryError):
-                listed[folder] = set()
-        return listed[folder]
-
-    split = (str(p).rpartition("/") for p in paths)
-    return np.fromiter((name in files_in(folder) for folder, _, name in split), dtype=bool, count=len(paths))
+    """Whether each ``root / path`` is a regular file (links followed, wherever they point)."""
+    return image_problems(root, paths, allow_outside_root=True) == ""
 
 
 def image_paths(pattern: str, fields: Mapping[str, Sequence[Any]]) -> list[str]:
@@ -177,16 +265,30 @@ def image_paths(pattern: str, fields: Mapping[str, Sequence[Any]]) -> list[str]:
         raise ValueError(f"images pattern {pattern!r}: use the fields {', '.join(names)} ({err})") from None
 
 
-def keep_existing(frame: pd.DataFrame, root: Path, skipped: dict[str, int], reason: str = "no image file",
-                  per: str | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows of ``frame`` whose ``root / path`` is a file; the others are counted in ``skipped[reason]`` and,
-    when ``per`` names a column (e.g. ``video``), per value of that column (returned as the second item)."""
-    exists = files_exist(root, frame["path"])
-    skipped[reason] = skipped.get(reason, 0) + int((~exists).sum())
+def keep_images(frame: pd.DataFrame, root: Path, skipped: dict[str, int], *, check_images: bool = True,
+                allow_outside_root: bool = False, per: str | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of ``frame`` whose ``root / path`` :func:`image_problems` accepts (without ``check_images`` only the
+    check that paths stay inside ``root``). The others are counted by reason in ``skipped`` (``no image file``
+    always there when checking, 0 or more) and, but for a missing file, named (first few) in one warning per
+    reason; rows without an image file are also counted per value of the column ``per`` (e.g. ``video``),
+    returned as the second item."""
+    problems = image_problems(root, frame["path"].tolist(), listing=check_images,
+                              allow_outside_root=allow_outside_root)
+    if check_images:
+        skipped[NO_IMAGE] = skipped.get(NO_IMAGE, 0)
+    for reason in (NO_IMAGE, *HINTS):
+        hit = problems == reason
+        n = int(hit.sum())
+        if n:
+            skipped[reason] = skipped.get(reason, 0) + n
+        if n and reason in HINTS:
+            shown = ", ".join(repr(p) for p in frame["path"][hit][:SHOWN]) + (", ..." if n > SHOWN else "")
+            LOG.warning("%s: %d rows skipped, %s%s: %s", root, n, reason, HINTS[reason], shown)
+    missing = problems == NO_IMAGE
     per_value = {}
-    if per is not None and (~exists).any():
-        per_value = {str(k): int(v) for k, v in frame.loc[~exists, per].value_counts(sort=False).items()}
-    return frame[exists], per_value
+    if per is not None and missing.any():
+        per_value = {str(k): int(v) for k, v in frame.loc[missing, per].value_counts(sort=False).items()}
+    return frame[problems == ""], per_value
 
 
 def key_hash(keys: Sequence[str], seed: int = 0) -> np.ndarray:

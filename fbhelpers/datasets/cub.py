@@ -16,6 +16,12 @@ looked for (the one inside first). Some lines of ``image_attribute_labels.txt`` 
 the released file; only the first four are read (as public loaders do, e.g. yewsiang/ConceptBottleneck
 ``CUB/data_processing.py``), so a line needs at least four.
 
+Name files are checked, as a cut or short file silently shortens names (``004.Groov``, ``has_upperpar``): class
+names must read ``NNN.Name`` with ``NNN`` the class id, attribute names ``has_<part>::<value>``, their counts must
+match the rows and columns of ``class_attribute_labels_continuous.txt`` (the release: 200 classes, 312 attributes),
+and a class name must equal the folder of its images in ``images.txt``; otherwise a DataFormatError names the file,
+line and name.
+
 Mappings applied here and nowhere else:
 
 - ``species`` = class_id - 1 (``Int64`` codes 0..199, ``table.attrs["species_labels"]`` = the classes.txt names).
@@ -29,6 +35,7 @@ Mappings applied here and nowhere else:
 """
 from __future__ import annotations
 
+import re
 from array import array
 from pathlib import Path
 
@@ -48,6 +55,9 @@ CONTINUOUS = "attributes/class_attribute_labels_continuous.txt"
 FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", IMAGE_LABELS, CONTINUOUS)
 ATTRIBUTE_NAMES = ("attributes/attributes.txt", "../attributes.txt")
 NOT_VISIBLE = 1
+N_CLASSES, N_ATTRIBUTES = 200, 312           # the release's counts (the fixture has fewer)
+CLASS_NAME = re.compile(r"^(\d{3})\.\S+$")
+ATTRIBUTE_NAME = re.compile(r"^has_[a-z_]+::\S+$")
 CERTAINTIES = (1, 2, 3, 4)
 
 
@@ -66,13 +76,49 @@ def _id_table(path: Path, what: str) -> tuple[list[int], list[str], list[int]]:
     return ids, values, lines
 
 
-def _names(path: Path, what: str) -> list[str]:
-    """Names of an ``<id> <name>`` file whose ids are 1..N in order (classes.txt, attributes.txt)."""
+def _names(path: Path, what: str, count: int) -> tuple[list[str], list[int]]:
+    """Names and line numbers of an ``<id> <name>`` file whose ids are 1..N in order (classes.txt, attributes.txt),
+    each name in its format, at least ``count`` of them (the rows / columns of the continuous table)."""
     ids, names, lines = _id_table(path, what)
-    for expected, (i, line) in enumerate(zip(ids, lines), start=1):
+    for expected, (i, line, name) in enumerate(zip(ids, lines, names), start=1):
         if i != expected:
             raise DataFormatError(path, line, f"{what} ids must be 1..N in order; expected {expected}", i)
-    return names
+        match = (CLASS_NAME if what == "class" else ATTRIBUTE_NAME).match(name)
+        if not match or (what == "class" and int(match.group(1)) != i):
+            form = f"{i:03d}.Name" if what == "class" else "has_<part>::<value>"
+            raise DataFormatError(path, line, f"{what} name must read {form}: cut short?", name)
+    if len(names) < count:
+        release = N_CLASSES if what == "class" else N_ATTRIBUTES
+        raise DataFormatError(path, lines[-1] if lines else None, f"{len(names)} {what} names, but {CONTINUOUS} has "
+                              f"{count} {'rows' if what == 'class' else 'columns'} (the release: {release}): "
+                              "cut short?", names[-1] if names else None)
+    return names, lines
+
+
+def _continuous_shape(base: Path) -> tuple[int, int]:
+    """(rows, fields of the first row) of class_attribute_labels_continuous.txt: one row per class, one field per
+    attribute."""
+    rows = list(common.text_rows(base / CONTINUOUS))
+    return len(rows), len(rows[0][1]) if rows else 0
+
+
+def _class_attribute_names(base: Path) -> tuple[list[str], list[int], list[str]]:
+    """The checked names of classes.txt (with their line numbers) and of attributes.txt (module docstring)."""
+    n_classes, n_attributes = _continuous_shape(base)
+    attributes, _ = _names(attributes_file(base), "attribute", n_attributes)
+    classes, lines = _names(base / "classes.txt", "class", n_classes)
+    return classes, lines, attributes
+
+
+def _check_folders(path: Path, classes: list[str], lines: list[int], names: list[str], species: np.ndarray) -> None:
+    """DataFormatError naming the line of classes.txt (``path``) whose class name is not the folder ``NNN.Name``
+    of its images in images.txt (a cut name)."""
+    for name, code in zip(names, species):
+        folder = name.split("/")[0] if "/" in name else ""
+        match = CLASS_NAME.match(folder)
+        if match and int(match.group(1)) == code and folder != classes[code - 1]:
+            raise DataFormatError(path, lines[code - 1], f"class name differs from its image folder {folder!r} in "
+                                  "images.txt: cut short?", classes[code - 1])
 
 
 def _per_image(path: Path, image_ids: dict[int, int], what: str, allowed: tuple[int, ...]) -> np.ndarray:
@@ -139,18 +185,21 @@ def attributes_file(base: Path) -> Path:
                             f"{base.name}/)")
 
 
-def load(root: str | Path, *, not_visible: str = "missing", check_images: bool = True) -> pd.DataFrame:
+def load(root: str | Path, *, not_visible: str = "missing", check_images: bool = True,
+         allow_outside_root: bool = False) -> pd.DataFrame:
     """CUB-200-2011 (Wah et al., CNS-TR-2011-001) as a canonical table: ``species`` (class_id - 1), one float 0/1
     column per attribute (names from attributes.txt), split from train_test_split.txt (1 train, 0 test).
-    ``not_visible``: ``"missing"`` (certainty 1 -> NaN, default) or ``"keep"``; see the module docstring."""
+    ``not_visible``: ``"missing"`` (certainty 1 -> NaN, default) or ``"keep"``; see the module docstring.
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute path, a link
+    pointing out; counted and skipped by default)."""
     if not_visible not in ("missing", "keep"):
         raise ValueError(f"not_visible must be 'missing' or 'keep', got {not_visible!r}")
     base = common.dataset_root(root, NAME, FILES, FOLDER)
-    attributes = _names(attributes_file(base), "attribute")
-    classes = _names(base / "classes.txt", "class")
+    classes, class_lines, attributes = _class_attribute_names(base)
     ids, names, _ = _id_table(base / "images.txt", "image")
     image_ids = {i: row for row, i in enumerate(ids)}
     species = _per_image(base / "image_class_labels.txt", image_ids, "class id", tuple(range(1, len(classes) + 1)))
+    _check_folders(base / "classes.txt", classes, class_lines, names, species)
     train = _per_image(base / "train_test_split.txt", image_ids, "is_training_image", (0, 1))
     matrix = _attribute_matrix(base / IMAGE_LABELS, image_ids, len(attributes), not_visible)
     frame = pd.DataFrame(matrix, columns=attributes)
@@ -159,8 +208,8 @@ def load(root: str | Path, *, not_visible: str = "missing", check_images: bool =
     frame.insert(2, "species", species - 1)
     frame.insert(3, "image_id", ids)
     skipped: dict[str, int] = {}
-    if check_images:
-        frame, _ = common.keep_existing(frame, base, skipped)
+    frame, _ = common.keep_images(frame, base, skipped, check_images=check_images,
+                                  allow_outside_root=allow_outside_root)
     table = common.canonical(frame, NAME, labels=("species", *attributes), classes=("species",))
     table.attrs["species_labels"] = list(classes)
     table.attrs["attributes"] = list(attributes)
@@ -172,8 +221,7 @@ def relatedness(root: str | Path) -> Relatedness:
     annotators who saw the attribute present, one row per class of classes.txt, one column per attribute of
     attributes.txt) divided by 100; errors name the file, line and value."""
     base = common.dataset_root(root, NAME, ["classes.txt", CONTINUOUS], FOLDER)
-    attributes = _names(attributes_file(base), "attribute")
-    classes = _names(base / "classes.txt", "class")
+    classes, _, attributes = _class_attribute_names(base)
     path = base / CONTINUOUS
     rows = []
     for line, fields in common.text_rows(path, n_fields=len(attributes)):

@@ -94,12 +94,14 @@ def _read_subject(folder: Path, threshold: int) -> pd.DataFrame:
 
 
 def load(root: str | Path, *, threshold: int = 2, images: str = IMAGES, fold: int = 0,
-         folds: Sequence[Sequence[str]] = PARTS, check_images: bool = True) -> pd.DataFrame:
+         folds: Sequence[Sequence[str]] = PARTS, check_images: bool = True,
+         allow_outside_root: bool = False) -> pd.DataFrame:
     """The canonical table of DISFA (Mavadati et al., IEEE TAC 2013): one row per labelled frame, ``AU<k>`` =
     intensity ``>= threshold``, subject-independent ``fold`` of ``folds`` as "test" (mappings in the module
     docstring). ``images``: path pattern of the extracted frames (fields ``subject``, ``frame``, ``index``);
     ``check_images``: drop and count frames whose image is absent (per subject in
-    ``attrs["skipped_detail"]["no image per subject"]``)."""
+    ``attrs["skipped_detail"]["no image per subject"]``); ``allow_outside_root``: keep rows whose image path leaves the
+    dataset folder (``..``, an absolute path, a link pointing out; counted and skipped by default)."""
     if threshold not in range(1, 6):
         raise ValueError(f"threshold must be an intensity 1..5, got {threshold!r}")
     base = common.dataset_root(root, NAME, [LABELS], FOLDER)
@@ -112,8 +114,10 @@ def load(root: str | Path, *, threshold: int = 2, images: str = IMAGES, fold: in
                                                 "index": frame["frame"] - 1})
     skipped: dict[str, int] = {}
     detail = {}
+    frame, no_image = common.keep_images(frame, base, skipped, check_images=check_images,
+                                         allow_outside_root=allow_outside_root, per="subject")
     if check_images:
-        frame, detail["no image per subject"] = common.keep_existing(frame, base, skipped, per="subject")
+        detail["no image per subject"] = no_image
     aus = [c for c in frame.columns if c.startswith("AU")]
     table = common.canonical(frame[["path", "split", *aus, "subject", "frame"]], NAME)
     table.attrs["aus"] = aus

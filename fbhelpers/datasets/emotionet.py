@@ -15,10 +15,13 @@ and ``'http://...'`` in the 2020 release: they are stripped). Other columns (``U
 
 Mappings applied here and nowhere else:
 
-- AU value 1 -> 1.0, 0 -> 0.0; 999 (not annotated) and any other number, or an empty cell -> NaN, counted per AU
-  in ``attrs["skipped_detail"]["not annotated per AU"]`` and per value in ``["not annotated values"]``; text that
-  is not a number is an error naming the file, line and value. A row with no AU annotated is not a row ("no AU
-  annotated"). AUs outside the 17 canonical ones (AU18, AU43, AU51 ...) are kept as extra ``AU<k>`` columns.
+- AU value 1 -> 1.0, 0 -> 0.0; 999 (not annotated), -1 (the not-annotated value of re-encoded copies) or an empty
+  cell -> NaN, counted per AU in ``attrs["skipped_detail"]["not annotated per AU"]`` and per value in
+  ``["not annotated values"]``. Any other number (2, 5, 0.5 ...) is outside the format: its row is not a row
+  ("unexpected AU value", per value in ``["unexpected AU values"]``, one warning naming the values and the first
+  line) [choice: such a row may be mis-coded, e.g. intensities or shifted columns]; text that is not a number is an
+  error naming the file, line and value. A row with no AU annotated is not a row ("no AU annotated"). AUs outside
+  the 17 canonical ones (AU18, AU43, AU51 ...) are kept as extra ``AU<k>`` columns.
 - image: ``images/<name>``, ``name`` = the last path segment of the URL (``image_name=``: a callable URL -> name,
   or the name of a column holding the file name); rows naming an image already listed are not rows
   ("duplicate image"); with ``check_images``, rows whose image is absent (dead links) are not rows
@@ -51,6 +54,8 @@ SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".xlsx")
 URL_COLUMNS: tuple[str, ...] = ("url", "image", "image_url", "file", "filename", "file_name", "image_name", "name",
                                 "path")
 NOT_ANNOTATED = 999
+MISSING_VALUES: tuple[str, ...] = ("999", "-1", "")    # as the numbers are printed by _au_value, "" = empty cell
+UNEXPECTED = "unexpected AU value"
 FRACTIONS: dict[str, float] = {"train": 0.8, "test": 0.2}
 AU_NAME = re.compile(r"^AU\s*0*(\d+)$", re.IGNORECASE)
 
@@ -80,7 +85,7 @@ def _read_xlsx(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def _read_text(path: Path) -> list[tuple[int, list[str]]]:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with common.open_text(path) as fh:
         reader = csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         try:
             return [(reader.line_num, [_clean(f) for f in fields]) for fields in reader]
@@ -138,6 +143,8 @@ def _column(path: Path, header: list[str], name: str | None, candidates: tuple[s
 
 
 def _au_value(path: Path, line: int, text: str, au: str, counts: dict[str, Counter]) -> float:
+    """0 / 1 as floats, the not-annotated values as NaN (counted); any other number NaN, counted in
+    ``counts["unexpected"]`` with its line in ``counts["lines"]``."""
     if text in ("0", "1"):
         return float(text)
     if text:
@@ -145,9 +152,25 @@ def _au_value(path: Path, line: int, text: str, au: str, counts: dict[str, Count
         if value in (0, 1):
             return float(value)
         text = f"{value:g}"
+    if text not in MISSING_VALUES:
+        counts["unexpected"][text] += 1
+        counts["lines"][line] += 1
+        return np.nan
     counts["per AU"][au] += 1
     counts["values"][text or "empty"] += 1
     return np.nan
+
+
+def _drop_unexpected(path: Path, frame: pd.DataFrame, lines: list[int], counts: dict[str, Counter]
+                     ) -> tuple[pd.DataFrame, int]:
+    """``frame`` without the rows holding an unexpected AU value (one warning naming the values and first line)."""
+    bad = np.isin(lines, list(counts["lines"]))
+    if bad.any():
+        values = ", ".join(f"{v} (x{n})" for v, n in counts["unexpected"].most_common())
+        common.LOG.warning("%s: %d rows hold AU values other than 0, 1 and the not-annotated 999 / -1 / empty: %s; "
+                           "first on line %d; those rows are skipped", path, int(bad.sum()), values,
+                           min(counts["lines"]))
+    return frame[~bad], int(bad.sum())
 
 
 def _image_names(path: Path, header: list[str], rows: list[tuple[int, list[str]]], url: int,
@@ -167,20 +190,21 @@ def _image_names(path: Path, header: list[str], rows: list[tuple[int, list[str]]
 def load(root: str | Path, *, annotations: str | Path | None = None, images: str = IMAGES,
          url_column: str | None = None, image_name: Callable[[str], str] | str | None = None,
          fractions: Mapping[str, float] = FRACTIONS, seed: int = 0, compound_column: str | None = None,
-         check_images: bool = True) -> pd.DataFrame:
+         check_images: bool = True, allow_outside_root: bool = False) -> pd.DataFrame:
     """The canonical table of EmotioNet's manually annotated images (Benitez-Quiroz et al., CVPR 2016): ``AU<k>``
     0/1/NaN from the table, a seeded split (mappings in the module docstring). ``annotations``: the table (relative
     to root; default the only ``.csv``/``.tsv``/``.xlsx`` in root); ``images``: the download folder (relative to
     root); ``url_column``: the URL column's name; ``image_name``: URL -> file name rule or a column of file names;
     ``fractions`` / ``seed``: the split; ``compound_column``: optional compound-label column [unverified];
-    ``check_images``: drop and count rows whose image is absent."""
+    ``check_images``: drop and count rows whose image is absent; ``allow_outside_root``: keep rows whose image path
+    leaves the dataset folder (``..``, an absolute path, a link pointing out; counted and skipped by default)."""
     base, path = _find(root, annotations)
     header, rows = _read(path)
     url = _column(path, header, url_column, URL_COLUMNS, "image URL")
     au_columns = {i: f"AU{int(m.group(1))}" for i, h in enumerate(header) if (m := AU_NAME.match(h))}
     if not au_columns:
         raise DataFormatError(path, 1, "no AU column (named like 'AU 1' or AU1)", ",".join(header))
-    counts = {"per AU": Counter(), "values": Counter()}
+    counts = {"per AU": Counter(), "values": Counter(), "unexpected": Counter(), "lines": Counter()}
     data = {au: [_au_value(path, line, f[i], au, counts) for line, f in rows] for i, au in au_columns.items()}
     frame = pd.DataFrame(data)
     names = _image_names(path, header, rows, url, image_name)
@@ -189,19 +213,22 @@ def load(root: str | Path, *, annotations: str | Path | None = None, images: str
         column = _column(path, header, compound_column, (), "compound label")
         frame["compound"] = pd.array([f[column] or pd.NA for _, f in rows], dtype="string")
     aus = list(au_columns.values())
+    frame, unexpected = _drop_unexpected(path, frame, [line for line, _ in rows], counts)
     annotated = frame[aus].notna().any(axis=1).to_numpy()
     frame = frame[annotated]
     duplicate = frame["path"].duplicated().to_numpy()
-    skipped = {"no AU annotated": int((~annotated).sum()), "duplicate image": int(duplicate.sum())}
+    skipped = {UNEXPECTED: unexpected, "no AU annotated": int((~annotated).sum()),
+               "duplicate image": int(duplicate.sum())}
     frame = frame[~duplicate].reset_index(drop=True)
     frame["split"] = common.seeded_split(frame["path"].tolist(), fractions, seed)
-    if check_images:
-        frame, _ = common.keep_existing(frame, base, skipped)
+    frame, _ = common.keep_images(frame, base, skipped, check_images=check_images,
+                                  allow_outside_root=allow_outside_root)
     extra = sorted((a for a in aus if a not in AUS), key=lambda a: int(a[2:]))
     table = common.canonical(frame[["path", "split", *aus, *(["compound"] if compound_column else [])]], NAME)
     table = table[[c for c in table.columns if c not in extra] + extra]
     table.attrs.update(annotations=path.name, aus=aus)
-    detail = {"not annotated per AU": dict(counts["per AU"]), "not annotated values": dict(counts["values"])}
+    detail = {"not annotated per AU": dict(counts["per AU"]), "not annotated values": dict(counts["values"]),
+              "unexpected AU values": dict(counts["unexpected"])}
     return common.report_skips(table, NAME, skipped, detail)
 
 

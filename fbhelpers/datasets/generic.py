@@ -8,10 +8,15 @@ CSV format (``labels.csv`` in the dataset's own folder, UTF-8, comma-separated, 
     images/0002.jpg,dress,test,0,1,
     images/0003.jpg,coat,,1,0,1
 
-- ``image`` (``image_column``): the image path relative to the dataset folder, POSIX separators; required.
-- ``class`` (``class_column``): the class name, any text; empty = class unknown (``<NA>``). Names become ``Int64``
-  codes over the sorted unique names of the rows kept (``table.attrs["class_labels"]``), in the column named
-  ``class_name`` (default ``category``).
+- ``image`` (``image_column``): the image path relative to the dataset folder, POSIX separators; required. Each
+  image once: a path listed twice (after normalising ``./`` and ``a/../``) is an error naming both lines, whatever
+  the splits (the same image in train and test would leak). A path leaving the folder (``..``, absolute, a link
+  pointing out) is counted and skipped unless ``allow_outside_root=True``.
+- ``class`` (``class_column``): the class name, any text (surrounding blanks stripped, like every cell); empty =
+  class unknown (``<NA>``). Names become ``Int64`` codes over the sorted unique names of the rows kept
+  (``table.attrs["class_labels"]``), in the column named ``class_name`` (default ``category``). Names are compared
+  exactly: ``Coat`` and ``coat`` are two classes, with one warning naming every such group of names that differ
+  only in case or inner spacing (also in ``table.attrs["near_duplicate_classes"]``).
 - ``split`` (``split_column``), optional: ``train``, ``val`` or ``test`` on every row. Without the column the split is
   seeded per image path (``common.seeded_split``, ``fractions`` default 80 % train / 20 % test [choice]).
 - every other column (or those named by ``attributes``) is a binary attribute: ``1`` present, ``0`` absent, empty =
@@ -21,6 +26,7 @@ CSV format (``labels.csv`` in the dataset's own folder, UTF-8, comma-separated, 
 from __future__ import annotations
 
 import csv
+import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,7 +44,7 @@ RESERVED = ("path", "split", "source")
 def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and ``(line, fields)`` rows of the CSV; a row with another number of fields is an error."""
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with common.open_text(path) as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         if not header:
@@ -82,15 +88,38 @@ def _columns(path: Path, header: list[str], image: str, klass: str, split: str,
     return chosen
 
 
+def _check_unique(path: Path, lines: Sequence[int], images: Sequence[str], splits: Sequence[str | None]) -> None:
+    """DataFormatError naming both lines when an image (path normalised) is listed twice."""
+    first: dict[str, tuple[int, str | None]] = {}
+    for line, image, split in zip(lines, images, splits):
+        key = posixpath.normpath(image)
+        if key in first:
+            where, before = first[key]
+            leak = f" (split {before!r} there, {split!r} here)" if before != split else ""
+            raise DataFormatError(path, line, f"image already listed on line {where}{leak}: list each image once",
+                                  image)
+        first[key] = (line, split)
+
+
+def near_duplicates(names: Sequence[str]) -> list[list[str]]:
+    """Groups of distinct ``names`` that differ only in case or inner spacing (``Coat`` / ``coat``, ``long coat`` /
+    ``Long  coat``)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(" ".join(name.casefold().split()), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def load(root: str | Path, *, csv: str = "labels.csv", image_column: str = "image", class_column: str = "class",
          attributes: Sequence[str] | None = None, split_column: str = "split",
          fractions: Mapping[str, float] | None = None, seed: int = 0, class_name: str = "category",
-         source: str | None = None, check_images: bool = True) -> pd.DataFrame:
+         source: str | None = None, check_images: bool = True, allow_outside_root: bool = False) -> pd.DataFrame:
     """A class + attribute CSV (format in the module docstring) as a canonical table: ``class_name`` (``Int64``
     codes over the sorted class names, ``attrs["class_labels"]``), then the attribute columns (float 0/1/NaN,
     ``attrs["attributes"]``). ``split_column`` when the CSV has it, else a split seeded by ``seed`` with
     ``fractions`` (default ``{"train": 0.8, "test": 0.2}``). ``source``: the ``source`` value (default: the
-    folder's name, e.g. ``CAD``)."""
+    folder's name, e.g. ``CAD``). ``check_images``: drop and count rows whose image is absent;
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder."""
     base = common.dataset_root(root, NAME, [csv], None)
     path = base / csv
     header, rows = _read(path)
@@ -105,19 +134,25 @@ def load(root: str | Path, *, csv: str = "labels.csv", image_column: str = "imag
             raise DataFormatError(path, line, f"{split_column!r} must be one of {list(SPLITS)}", split)
         records.append([f[col[image_column]], split, f[col[class_column]] or None,
                         *(_attribute(path, line, f[col[a]], a) for a in chosen)])
+    _check_unique(path, [line for line, _ in rows], [r[0] for r in records], [r[1] for r in records])
     frame = pd.DataFrame(records, columns=["path", "split", "class_text", *chosen])
     if split_column not in col:
         frame["split"] = common.seeded_split(list(frame["path"]), fractions or {"train": 0.8, "test": 0.2}, seed)
     skipped: dict[str, int] = {}
-    if check_images:
-        frame, _ = common.keep_existing(frame, base, skipped)
+    frame, _ = common.keep_images(frame, base, skipped, check_images=check_images,
+                                  allow_outside_root=allow_outside_root)
     labels = sorted(set(frame["class_text"].dropna()))
+    similar = near_duplicates(labels)
+    if similar:
+        common.LOG.warning("%s: class names that differ only in case or spacing are separate classes: %s (write each "
+                           "class one way if they are one)", path, "; ".join(" / ".join(map(repr, g)) for g in similar))
     frame[class_name] = pd.array([pd.NA if pd.isna(c) else labels.index(c) for c in frame.pop("class_text")],
                                  dtype="Int64")
     name = source or base.name
     table = common.canonical(frame, name, labels=(class_name, *chosen), classes=(class_name,))
     table.attrs["class_labels"] = labels
     table.attrs["attributes"] = list(chosen)
+    table.attrs["near_duplicate_classes"] = similar
     return common.report_skips(table, name, skipped)
 
 

@@ -13,11 +13,12 @@ Mappings applied here and nowhere else:
 - split from the file-name prefix: ``train_`` -> "train", ``test_`` -> "test"; any other name is an error.
 - image path: ``Image/aligned/<name without extension>_aligned.jpg``.
 - basic labels (1-based) 1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral -> canonical
-  ``expr`` codes (``tasks.EXPRESSIONS`` order); any other label is an error.
+  ``expr`` codes (``tasks.EXPRESSIONS`` order); any other label (``3.0`` included: digits only) is an error.
 - compound labels (1-based, RAF-DB's order) 1 happily surprised, 2 happily disgusted, 3 sadly fearful, 4 sadly
   angry, 5 sadly surprised, 6 sadly disgusted, 7 fearfully angry, 8 fearfully surprised, 9 angrily surprised,
   10 angrily disgusted, 11 disgustedly surprised -> column ``compound``, ``Int64`` codes 0..10 in the order of
-  ``fbhelpers.zeroshot.RAFDB_COMPOUND`` (the same order, so code = label - 1); any other label is an error.
+  ``fbhelpers.zeroshot.RAFDB_COMPOUND`` (the same order, so code = label - 1); any other label (``3.0`` too) is an
+  error.
 """
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def _read(path: Path, mapping: Mapping[int, str]) -> pd.DataFrame:
         if name in seen:
             raise DataFormatError(path, line, "image listed twice", name)
         seen.add(name)
-        code = common.parse_number(path, line, label, "label", int)
+        if not (label.isascii() and label.isdigit()):
+            raise DataFormatError(path, line, "label must be an integer (digits only)", label)
+        code = int(label)
         if code not in mapping:
             raise DataFormatError(path, line, f"label outside {min(mapping)}..{max(mapping)}", label)
         rows.append((f"{ALIGNED}/{Path(name).stem}_aligned.jpg", split, mapping[code]))
@@ -71,28 +74,34 @@ def _read(path: Path, mapping: Mapping[int, str]) -> pd.DataFrame:
 
 
 def _load(root: str | Path, name: str, subset: str, mapping: Mapping[int, str], column: str,
-          labels: tuple[str, ...], check_images: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+          labels: tuple[str, ...], check_images: bool, allow_outside_root: bool
+          ) -> tuple[pd.DataFrame, dict[str, int]]:
     base = _root(root, name, subset)
     frame = _read(base / LABELS, mapping)
     frame[column] = pd.array([labels.index(v) for v in frame.pop("label")], dtype="Int64")
     skipped: dict[str, int] = {}
-    if check_images:
-        frame, _ = common.keep_existing(frame, base, skipped)
+    frame, _ = common.keep_images(frame, base, skipped, check_images=check_images,
+                                  allow_outside_root=allow_outside_root)
     return frame, skipped
 
 
-def load_basic(root: str | Path, *, check_images: bool = True) -> pd.DataFrame:
+def load_basic(root: str | Path, *, check_images: bool = True, allow_outside_root: bool = False) -> pd.DataFrame:
     """RAF-DB basic (Li, Deng, Du, CVPR 2017) as the canonical face table: ``expr`` from labels 1-7 (mapping in
-    the module docstring), split from the ``train_`` / ``test_`` prefix; AU and VA columns missing."""
-    frame, skipped = _load(root, "rafdb_basic", "basic", BASIC, "expr", EXPRESSIONS, check_images)
+    the module docstring), split from the ``train_`` / ``test_`` prefix; AU and VA columns missing.
+    ``check_images``: drop and count rows whose aligned image is absent; ``allow_outside_root``: keep rows whose
+    image is a link pointing out of the dataset folder (counted and skipped by default)."""
+    frame, skipped = _load(root, "rafdb_basic", "basic", BASIC, "expr", EXPRESSIONS, check_images,
+                           allow_outside_root)
     return common.report_skips(common.canonical(frame, "rafdb_basic"), "rafdb_basic", skipped)
 
 
-def load_compound(root: str | Path, *, check_images: bool = True) -> pd.DataFrame:
+def load_compound(root: str | Path, *, check_images: bool = True, allow_outside_root: bool = False
+                  ) -> pd.DataFrame:
     """RAF-DB compound (Li, Deng, Du, CVPR 2017): column ``compound`` with ``Int64`` codes 0..10 in the order of
     ``zeroshot.RAFDB_COMPOUND`` (from RAF-DB's 1-based labels 1-11), split from the file-name prefix;
-    ``table.attrs["compound_labels"]`` names the codes."""
-    frame, skipped = _load(root, "rafdb_compound", "compound", COMPOUND, "compound", COMPOUND_LABELS, check_images)
+    ``table.attrs["compound_labels"]`` names the codes. Options as :func:`load_basic`."""
+    frame, skipped = _load(root, "rafdb_compound", "compound", COMPOUND, "compound", COMPOUND_LABELS, check_images,
+                           allow_outside_root)
     table = common.canonical(frame, "rafdb_compound", labels=("compound",), classes=("compound",))
     table.attrs["compound_labels"] = COMPOUND_LABELS
     return common.report_skips(table, "rafdb_compound", skipped)
