@@ -57,6 +57,9 @@ def test_registry_holds_one_function_per_term_and_direction():
     assert COUPLINGS["coann"].labels and not COUPLINGS["dm"].labels and not COUPLINGS["dm_js"].labels
     assert COUPLINGS["dm"].defaults["reduction"] == COUPLINGS["dm_js"].defaults["reduction"] == "mean"
     assert (COUPLINGS["dm"].default_direction, COUPLINGS["dm_js"].default_direction) == ("both", "class_to_attr")
+    # the switches keep their names on the package (not shadowed by the modules of the same name)
+    assert fb.losses.distribution_matching.__name__ == "distribution_matching"
+    assert fb.losses.co_annotation.__name__ == "co_annotation"
 
 
 def test_flat_presets_select_the_same_terms_as_couplings_by_name():
@@ -94,6 +97,12 @@ def test_a_registered_term_is_selected_by_name_weighted_and_warmed_up():
             LossConfig(couplings={"test_gap": {"powr": 2.0}})
         with pytest.raises(ValueError, match=r"direction must be one of \('class_to_attr',\), got 'both'"):
             LossConfig(couplings={"test_gap": {"direction": "both"}})
+        @register("test_gap", "class_to_attr")  # the same function defined again (a re-run notebook cell) replaces it
+        def gap(batch: CouplingBatch, *, power: float = 3.0) -> torch.Tensor:
+            return batch.attr_logits.sum() * 0
+
+        assert COUPLINGS["test_gap"].directions["class_to_attr"] is gap and COUPLINGS["test_gap"].defaults == {
+            "power": 3.0}
     finally:
         del COUPLINGS["test_gap"]
     with pytest.raises(ValueError, match=r"unknown coupling term 'test_gap'; registered are \[.*'dm_js'"):
@@ -104,6 +113,10 @@ def test_registration_and_selection_errors():
     with pytest.raises(ValueError, match=r"parameters \['power'\] are not keyword-only with a default"):
         register("test_bad")(lambda batch, power: batch)
     COUPLINGS.pop("test_bad", None)
+    with pytest.raises(ValueError, match=r"direction 'class_to_attr' is reserved or already registered "
+                                         r"\(fbhelpers.losses.distribution_matching.dm_class_to_attr\)"):
+        register("dm", "class_to_attr")(lambda batch: batch.attr_logits.sum())
+    assert COUPLINGS["dm"].directions["class_to_attr"].__name__ == "dm_class_to_attr"
     with pytest.raises(ValueError, match=r"couplings \['dm'\] are also selected by the flat fields"):
         LossConfig(dm="class_to_attr", couplings={"dm": {}})
     with pytest.raises(ValueError, match=r"reduction must be one of \('sum', 'mean'\), got 'median'"):

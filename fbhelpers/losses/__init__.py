@@ -21,6 +21,7 @@ import importlib
 import pkgutil
 
 from ..study import Coupling
+from ..tasks import Task, find_task  # noqa: F401  (importable from here, as from the former module)
 from .coannotation import (
     ATTRIBUTE_SETS, COANN_MODES, EMPTY_ROWS, CoannMode, check_prototypical, co_annotation, coann_attr_to_class,
     coann_class_to_attr,

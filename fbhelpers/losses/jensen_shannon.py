@@ -1,13 +1,14 @@
-"""Jensen–Shannon distribution matching class -> attributes: a symmetric, bounded match of the attribute
-probabilities the class head implies to those the attribute head predicts (docs/method.md#distribution-matching-class-to-attributes;
-measured in docs/results.md#jensenshannon-distribution-matching).
+"""Jensen–Shannon distribution matching, class -> attributes: a symmetric, bounded match of the attribute
+probabilities the class head implies and those the attribute head predicts
+(docs/method.md#adding-a-coupling-term; measured in docs/results.md#jensenshannon-distribution-matching).
 
 q_j(x) = Σ_c softmax(class_logits)_c R[c, j] as in P0 §3.2 / P1 §3.2, p_j(x) = sigmoid(attr_logit_j); per sample
 and attribute the Jensen–Shannon divergence (Lin 1991) of the two Bernoullis,
 JS(q, p) = ½ KL(q || m) + ½ KL(p || m) = H(m) − ½ H(q) − ½ H(p) with m = (q + p) / 2 and H the binary entropy
-(nats): symmetric, 0 exactly when q = p, at most log 2. [choice] a variant not in the papers: unlike the BCE
-(linear in q: a pseudo-label for the class head) and like ``bernoulli_kl`` it pulls q and p towards each other,
-but with gradients bounded in both heads. Registered as the coupling term ``"dm_js"``.
+in nats: symmetric, 0 exactly when q = p, at most log 2. [choice] a variant not in the papers: unlike their BCE
+(linear in q: a pseudo-label for the class head, docs/method.md#distribution-matching-class-to-attributes) and
+like ``bernoulli_kl`` it pulls q and p towards each other, and its value is bounded. Registered as the
+coupling term ``"dm_js"``.
 """
 from __future__ import annotations
 

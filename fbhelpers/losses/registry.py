@@ -43,9 +43,9 @@ class CouplingTerm:
     """A registered coupling term: its direction functions and what it needs.
 
     ``directions``: direction name -> loss function (``"both"`` sums them in registration order).
-    ``defaults``: every option of the direction functions with its default (besides ``direction``, whose default
-    is ``default_direction``). ``labels``: the term reads the heads' labels (co-annotation does, distribution matching does
-    not). ``r_like``: the head whose dtype R takes ("class" or "attr"). ``check``: ValueError on a bad option value
+    ``defaults``: every option of the direction functions with its default (besides ``direction``, whose
+    default is ``default_direction``). ``labels``: the term reads the heads' labels (co-annotation does,
+    distribution matching does not). ``r_like``: the head whose dtype R takes ("class" or "attr"). ``check``: ValueError on a bad option value
     (run on every call, before any tensor is read). ``check_relatedness(r, options)``: the set-up check of an aligned
     R that reads it back (a host sync), e.g. hard co-annotation's prototypical sets; the trainer runs it once.
     """
@@ -65,20 +65,26 @@ class CouplingTerm:
         return "both" if len(self.directions) > 1 else next(iter(self.directions))
 
     def add(self, direction: str, fn: Callable[..., Tensor]) -> None:
-        """Register ``fn`` as this term's ``direction``; its keyword-only parameters (with defaults) are options."""
-        if direction == "both" or direction in self.directions:
-            raise ValueError(f"coupling term {self.name!r}: direction {direction!r} is reserved or registered twice")
+        """Register ``fn`` as this term's ``direction``; its keyword-only parameters (with defaults) are options.
+        Registering a function of the same name again (a re-run notebook cell) replaces it; another one raises."""
+        old = self.directions.get(direction)
+        if direction == "both" or (old is not None and _qualname(old) != _qualname(fn)):
+            raise ValueError(f"coupling term {self.name!r}: direction {direction!r} is reserved or already "
+                             f"registered ({_qualname(old) if old else 'the sum of all directions'})")
         params = list(inspect.signature(fn).parameters.values())[1:]
         bad = [p.name for p in params if p.kind is not p.KEYWORD_ONLY or p.default is p.empty]
         if bad:
-            raise ValueError(f"coupling term {self.name!r}: {fn.__name__} must take (batch, *, option=default, ...); "
-                             f"parameters {bad} are not keyword-only with a default")
-        for p in params:
-            if self.defaults.setdefault(p.name, p.default) != p.default:
-                raise ValueError(f"coupling term {self.name!r}: option {p.name!r} has default {p.default!r} in "
-                                 f"{fn.__name__} but {self.defaults[p.name]!r} in another direction")
-        self.directions[direction] = fn
-        self._params[direction] = tuple(p.name for p in params)
+            raise ValueError(f"coupling term {self.name!r}: {fn.__name__} must take (batch, *, option=default, "
+                             f"...); parameters {bad} are not keyword-only with a default")
+        directions = {**self.directions, direction: fn}
+        params_of = {**self._params, direction: tuple(p.name for p in params)}
+        defaults: dict[str, Any] = {}
+        for d, f in directions.items():
+            for p in list(inspect.signature(f).parameters.values())[1:]:
+                if defaults.setdefault(p.name, p.default) != p.default:
+                    raise ValueError(f"coupling term {self.name!r}: option {p.name!r} has default {p.default!r} in "
+                                     f"{_qualname(f)} but {defaults[p.name]!r} in another direction")
+        self.directions, self._params, self.defaults = directions, params_of, defaults
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every option: the defaults updated by ``given``, whose names and values are checked (ValueError)."""
@@ -120,6 +126,10 @@ class CouplingTerm:
 
 
 COUPLINGS: dict[str, CouplingTerm] = {}
+
+
+def _qualname(fn: Callable) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 def register(name: str, direction: str = "class_to_attr", *, labels: bool = False,

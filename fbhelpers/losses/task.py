@@ -28,7 +28,8 @@ def _bce_logits(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, *, validate: bool = True) -> Tensor:
-    """Cross-entropy averaged over the samples with a class label (P0 §3.2, P1 §3; docs/method.md#class-task-masked-cross-entropy).
+    """Cross-entropy averaged over the samples with a class label (P0 §3.2, P1 §3;
+    docs/method.md#class-task-masked-cross-entropy).
 
     ``logits (B, C)``, ``target long (B,)`` with codes 0..C-1 where ``mask`` is True (any value elsewhere),
     ``mask bool (B,)``. No labelled sample -> exactly 0. ``validate=False`` skips the range check of the codes
@@ -44,7 +45,8 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, *, valida
 
 
 def masked_bce(logits: Tensor, target: Tensor, mask: Tensor, *, validate: bool = True) -> Tensor:
-    """Binary cross-entropy per annotated (sample, label) entry, mean over annotated entries (P0 §3.2; docs/method.md#multi-label-task-masked-bce).
+    """Binary cross-entropy per annotated (sample, label) entry, mean over annotated entries (P0 §3.2;
+    docs/method.md#multi-label-task-masked-bce).
 
     ``logits (B, K)``, ``target float (B, K)`` in [0, 1] (soft targets allowed), ``mask bool (B, K)``.
     A dataset annotating only some labels contributes only those. No annotated entry -> exactly 0.
@@ -60,7 +62,8 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor, *, validate: bool =
 
 
 def ccc(pred: Tensor, true: Tensor, eps: float = 1e-8) -> Tensor:
-    """Concordance correlation coefficient, differentiable (P0 §3.2, Lin 1989; docs/method.md#valence-and-arousal-ccc-loss).
+    """Concordance correlation coefficient, differentiable (P0 §3.2, Lin 1989;
+    docs/method.md#valence-and-arousal-ccc-loss).
 
     CCC = 2 cov / (var_pred + var_true + (mean_pred - mean_true)^2) with population (1/N) moments, computed
     along dim 0: ``(N,)`` -> scalar, ``(N, K)`` -> ``(K,)``. The denominator is clamped at ``eps`` so that two
