@@ -12,10 +12,8 @@ Everything random here is a pure function of ``(seed, step)`` (sampling) or of a
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .images import decode_image, image_files  # noqa: F401 (re-exported: fb.batching.decode_image)
 from .source import Source
 from .tasks import Task
 
@@ -483,43 +482,3 @@ def augment(
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         images.sub_(mean).mul_(u["contrast"].view(b, 1, 1, 1).to(images.dtype)).add_(mean)
     return images.clamp_(0.0, 1.0)
-
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def decode_image(path: str | Path, size: int | tuple[int, int], mode: str = "RGB",
-                 box: Sequence[float] | None = None) -> np.ndarray:
-    """One image file -> uint8 ``(H, W, C)``: Pillow decode, EXIF orientation, optional crop to ``box``
-    (``x, y, w, h`` in pixels of the upright image, rounded by Pillow; parts outside the image are black), convert
-    to ``mode`` (``"RGB"`` or ``"L"``), bicubic resize to ``size`` (int = square; aspect ratio not kept [choice]).
-    FileNotFoundError / ValueError naming the file and the reason (no Pillow traceback)."""
-    from PIL import Image, ImageOps
-
-    h, w = (size, size) if isinstance(size, int) else size
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if box is not None:
-                x, y, bw, bh = box
-                im = im.crop((x, y, x + bw, y + bh))
-            arr = np.asarray(im.convert(mode).resize((w, h), Image.Resampling.BICUBIC), dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # Pillow's ways to say "broken"
-        raise ValueError(f"cannot decode image {path}: {err}") from None
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-def image_files(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files of a folder (in its sub-folders too unless ``recursive=False``; sorted; suffixes
-    ``IMAGE_SUFFIXES``); ValueError when there is none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"not a folder: {folder}")
-    candidates = folder.rglob("*") if recursive else folder.glob("*")
-    files = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        where = "under" if recursive else "directly in (not searching sub-folders)"
-        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) {where} the folder {os.fspath(folder)!r}")
-    return files

@@ -2,10 +2,11 @@
 
 The images must be **aligned face crops**, framed like the model's training images (the face filling the image,
 upright, eyes level): fbhelpers has no face detector, and a model trained on crops says little about a whole
-photograph. Each file is decoded with Pillow (EXIF orientation applied), converted to the model's channels (RGB,
-or L for a one-channel model) and resized to the model's ``input_size`` (bicubic, aspect ratio not kept), as
-``batching.decode_image`` does for training data; the probabilities are those of ``train.predict`` on the decoded
-images.
+photograph. Each file is decoded by ``images.decode_image``, as training data is: Pillow, EXIF orientation applied,
+every mode brought to 8 bits (16-bit and float greyscale scaled, transparency composited on black: see
+``fbhelpers.images``), converted to the model's channels (RGB, or L for a one-channel model) and resized to the
+model's ``input_size`` (bicubic, aspect ratio not kept); the probabilities are those of ``train.predict`` on the
+decoded images.
 
 One row per readable image, in the order listed (a folder or a glob: sorted paths; a CSV, a table or a list:
 their order). Columns, in this order:
@@ -27,9 +28,11 @@ their order). Columns, in this order:
   such task): the zero-shot compound class (P1 §4.6; ``zeroshot.zero_shot_scores`` with its default ``"mean"``
   scoring of that task's probabilities against the table's rows) and its score.
 
-A file that is not a readable image (missing, truncated, not an image at all) is skipped with a warning and listed
-in ``frame.attrs["skipped"]`` (``{"path", "reason"}`` dicts; ``strict=True`` raises instead); no image to read
-at all (an empty folder, a glob matching nothing, an empty CSV) is a ValueError.
+A file that is not a readable image (missing, truncated, not an image at all, or not a regular file: a FIFO, a
+device or a folder listed in a CSV, never opened) is skipped with a warning and listed in ``frame.attrs["skipped"]``
+(``{"path", "reason"}`` dicts; ``strict=True`` raises instead); no image to read at all (an empty folder, a glob
+matching nothing, an empty CSV) is a ValueError. Outputs that are NaN or infinite (broken weights) are a ValueError
+naming the images, never a table.
 """
 from __future__ import annotations
 
@@ -46,8 +49,8 @@ import torch
 from torch import nn
 
 from . import models, train
-from .batching import IMAGE_SUFFIXES, decode_image, image_files
 from .display import show_progress
+from .images import IMAGE_EXTENSIONS, decode_image, image_files
 from .metrics import score_task
 from .tasks import Task
 from .zeroshot import zero_shot_scores
@@ -68,7 +71,7 @@ def predict_table(
     """Predictions of every task of ``model`` on image files, one row per image (columns: see the module docstring).
 
     ``model``: a model from ``models.load`` (or a ``MultiHeadNet`` given ``input_size``) or the path of a model
-    file. ``inputs``: a folder (its files with an image suffix, ``batching.IMAGE_SUFFIXES``, in sub-folders too
+    file. ``inputs``: a folder (its files with an image suffix, ``images.IMAGE_EXTENSIONS``, in sub-folders too
     unless ``recursive=False``), a glob pattern, a CSV file with a ``path`` column (relative paths are relative to
     the CSV's folder), a DataFrame with a ``path`` column (relative to the working directory), or a list of
     paths. Images are decoded ``batch_size`` at a time. A file that does not decode is skipped and listed in
@@ -150,11 +153,11 @@ def list_images(inputs: str | os.PathLike | pd.DataFrame | Sequence[str | os.Pat
         return [(os.fspath(p), p) for p in image_files(path, recursive)]
     if path.is_file() and path.suffix.lower() == ".csv":
         return _from_table(_read_csv(path), path.parent, f"CSV file {os.fspath(path)!r}")
-    if path.is_file():
+    if path.exists():  # a FIFO or a device too: decode_image refuses it by name, never opening it
         return [(os.fspath(path), path)]
     if any(c in os.fspath(inputs) for c in "*?["):
         matches = sorted(p for p in glob.glob(os.fspath(inputs), recursive=recursive)
-                         if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+                         if not Path(p).is_dir() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
         if not matches:
             raise ValueError(f"no file matches the pattern {os.fspath(inputs)!r}")
         return [(p, Path(p)) for p in matches]

@@ -215,24 +215,33 @@ def test_worker_processes_after_torch_threads_give_the_same_bytes(tmp_path):
 
 
 CHILD = """
-import sys
-from fbhelpers.datasets.cache import build_cache
+import contextlib, sys, threading
+from multiprocessing.pool import ThreadPool
+from fbhelpers.datasets import cache
+
+def stalling_decode(path, *args, **kwargs):  # the build stalls inside the chunk holding this image
+    if path.name == sys.argv[4]:
+        threading.Event().wait()
+    return decode(path, *args, **kwargs)
+
+@contextlib.contextmanager
+def threads(workers, n_tasks):  # two threads instead of two processes, so that they see the stall above
+    with ThreadPool(2) as pool:
+        yield pool.imap_unordered
 
 if __name__ == "__main__":
+    decode, cache.decode_image, cache._mapper = cache.decode_image, stalling_decode, threads
     names = sys.argv[3].split(",")
-    build_cache(names, sys.argv[1], 24, sys.argv[2], workers=2, chunk=4, progress=False)
+    cache.build_cache(names, sys.argv[1], 24, sys.argv[2], workers=2, chunk=4, progress=False)
 """
 
 
 def test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_build(tmp_path):
     names = write_images(tmp_path / "data", 30, seed=6, suffix=".jpg")
-    real = (tmp_path / "data" / names[9]).read_bytes()
-    (tmp_path / "data" / names[9]).unlink()
-    os.mkfifo(tmp_path / "data" / names[9])  # opening it blocks: the build stalls inside chunk 8..11
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data"), str(tmp_path / "killed"),
-                              ",".join(names)], start_new_session=True, stderr=subprocess.PIPE)
+                              ",".join(names), names[9]], start_new_session=True, stderr=subprocess.PIPE)
     try:
         deadline, done = time.monotonic() + 60, 0
         while done < 26 and time.monotonic() < deadline and child.poll() is None:
@@ -248,8 +257,6 @@ def test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_build(tmp_path
     array[8:12] = 77  # a half-written chunk (its status is still pending) must be redone
     array.flush()
     del array
-    (tmp_path / "data" / names[9]).unlink()
-    (tmp_path / "data" / names[9]).write_bytes(real)
     resumed = build_cache(names, tmp_path / "data", 24, tmp_path / "killed", workers=1, progress=False)
     assert resumed.stats.decoded == 4 and not partial.exists()
     whole = build_cache(names, tmp_path / "data", 24, tmp_path / "whole", workers=1, progress=False)

@@ -180,7 +180,8 @@ def test_clear_errors(data, tmp_path, capsys):
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
     assert _error(["predict", model, "--images", str(empty), "--out", out], capsys) == (
-        f"error: no image files (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff) under the folder {str(empty)!r}")
+        f"error: no image files (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff, .gif, .jfif, .jpe, .ppm, .pgm, .pbm, "
+        f".pnm, .tga) under the folder {str(empty)!r}")
     missing = tmp_path / "none.pt"
     assert _error(["predict", str(missing), "--images", str(data["folder"]), "--out", out], capsys) == (
         f"error: model file {str(missing)!r} not found")

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..batching import decode_image
 from ..display import show_progress
 from ..files import atomic_path
+from ..images import decode_image
 from ..source import Source
 from .common import BOX_COLUMNS, LOG
 
@@ -322,7 +322,7 @@ def build_cache(paths: Sequence[str | Path], root: str | Path, size: int | tuple
 
     ``paths``: relative to ``root`` (repeats allowed); ``boxes``: ``(len(paths), 4)`` crop boxes ``x, y, w, h`` in
     pixels of the upright image (NaN row = whole image) or None; ``size``: int (square) or ``(h, w)``; ``mode``:
-    ``"RGB"`` or ``"L"``. Decoding (``batching.decode_image``) runs in ``workers`` processes (default: the usable
+    ``"RGB"`` or ``"L"``. Decoding (``images.decode_image``) runs in ``workers`` processes (default: the usable
     cores, at most 8), ``chunk`` images per task. An image that does not decode or is missing is logged by path,
     its row stays zero with status "failed" (``stats.failed``), or, with ``strict=True``, the build stops with a
     ValueError naming the path and the reason (finished chunks are kept for the next call). ``progress``: tqdm bar
