@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .callbacks import Callback, Selection
-from .files import atomic_path, read_weights_only
+from .files import atomic_path, read_weights_only, save_torch
 
 CHECKPOINT = "last.pt"
 BEST = "best.pt"
@@ -29,11 +29,10 @@ HISTORY = "history.csv"
 
 # ----------------------------------------------------------------------------------------------- files
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """``torch.save``, atomically (``files.atomic_path``): a killed process never leaves a half-written file.
-    ``state`` must hold only tensors and plain containers (``weights_only`` loading)."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
-    return Path(path)
+    """``torch.save``, atomically (``files.save_torch``): a killed process never leaves a half-written file, a full
+    disk is a ``files.DiskFullError`` naming the folder. ``state`` must hold only tensors and plain containers
+    (``weights_only`` loading)."""
+    return save_torch(dict(state), path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

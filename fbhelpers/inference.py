@@ -96,6 +96,7 @@ def predict_table(
             images = _decode(part, size, mode, strict, kept, skipped)
             if images:
                 chunks.append(train.predict(net, np.stack(images), batch_size=batch_size, device=dev))
+                _check_finite(chunks[-1], kept[-len(images):], len(kept))
             bar.update(len(part))
     if not chunks:
         raise ValueError(f"none of the {len(files)} listed files is a readable image; first: {skipped[0]['reason']}")
@@ -207,6 +208,18 @@ def _decode(part: list[tuple[str, Path]], size: tuple[int, int], mode: str, stri
             continue
         kept.append(shown)
     return images
+
+
+def _check_finite(outputs: dict[str, np.ndarray], paths: list[str], n_read: int) -> None:
+    """ValueError naming the images of ``paths`` (first few, and how many) whose outputs hold NaN or infinity."""
+    bad = np.zeros(len(paths), dtype=bool)
+    for values in outputs.values():
+        bad |= ~np.isfinite(values.reshape(len(paths), -1)).all(axis=1)
+    if bad.any():
+        shown = [p for p, b in zip(paths, bad) if b][:3]
+        raise ValueError(f"the model's outputs are NaN or infinite for {int(bad.sum())} of the last {len(paths)} "
+                         f"of {n_read} images read, e.g. {shown}: its weights are broken (a training run that "
+                         f"diverged?); no predictions returned")
 
 
 def _frame(model: nn.Module, paths: list[str], outputs: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fbhelpers.files import atomic_path, plain_data, read_weights_only
+from fbhelpers.files import plain_data, read_weights_only, save_torch
 from fbhelpers.relatedness import Relatedness
 from fbhelpers.study import Coupling
 from fbhelpers.tasks import Task
@@ -517,7 +517,7 @@ def save(model: MultiHeadNet, path: str | os.PathLike, *, input_size: int | Sequ
          thresholds: Mapping[str, float | Sequence[float]] | None = None, **metadata: Any) -> Path:
     """Write ``model`` to one self-describing file that :func:`load` rebuilds without any code of the run.
 
-    The file (``torch.save``, readable with ``weights_only=True``, written atomically: ``files.atomic_path``) holds
+    The file (``torch.save``, readable with ``weights_only=True``, written atomically: ``files.save_torch``) holds
     the keys :data:`MODEL_KEYS`: the format marker and version, the fbhelpers version, ``spec``
     (:meth:`MultiHeadNet.spec`), ``state_dict``, ``input_size`` ``[H, W]`` (an int is a square), ``couplings``
     (the relatedness tables of training, ``study.Coupling`` objects or dicts of :data:`COUPLING_KEYS`, stored
@@ -544,9 +544,7 @@ def save(model: MultiHeadNet, path: str | os.PathLike, *, input_size: int | Sequ
         "thresholds": _threshold_record(model.thresholds if thresholds is None else thresholds, model.tasks),
         "metadata": {str(k): _json_like(v, str(k)) for k, v in metadata.items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
-    return Path(path)
+    return save_torch(record, path)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> MultiHeadNet:
@@ -584,6 +582,9 @@ def save_from_checkpoint(checkpoint_path: str | os.PathLike, path: str | os.Path
     state = read_weights_only(checkpoint_path, where)
     if not isinstance(state, Mapping):
         raise ValueError(f"{where} is not a train.fit checkpoint (it holds a {type(state).__name__})")
+    if state.get("format") == MODEL_FORMAT:
+        raise ValueError(f"{where} is already a model file (models.save, export-model): predict with it or load it "
+                         f"with models.load; export-model converts train.fit checkpoints (last.pt, best.pt)")
     missing = [k for k in ("model_spec", "model", "input_size") if state.get(k) is None]
     if missing:
         raise ValueError(f"{where} lacks {missing}: it was not written by train.fit for a MultiHeadNet, or predates "
@@ -607,7 +608,17 @@ def _build_from(spec: Any, state: Any, where: str) -> MultiHeadNet:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from None
     _load_state(model, state, where, strict=True, hint="its spec does not describe its weights")
+    _check_finite(state, where)
     return model
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """ValueError naming the tensors of ``state`` (the first five, and how many) holding NaN or infinity."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{where} has NaN or infinite weights in {len(bad)} of its {len(state)} tensors: "
+                         f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''} (a training run that diverged?); "
+                         f"the model would predict nothing meaningful")
 
 
 def _input_size(value: Any) -> tuple[int, int]:
@@ -708,8 +719,9 @@ def _read_record(path: str | os.PathLike, where: str) -> Mapping[str, Any]:
     record = read_weights_only(path, where)
     if not isinstance(record, Mapping) or record.get("format") != MODEL_FORMAT:
         hint = ""
-        if isinstance(record, Mapping) and "model" in record and "optimizer" in record:
-            hint = " (a train.fit checkpoint: convert it with models.save_from_checkpoint or 'export-model')"
+        if isinstance(record, Mapping) and "model" in record and ("optimizer" in record or "model_spec" in record):
+            hint = (f" (a train.fit checkpoint: export it first with `python -m fbhelpers export-model "
+                    f"{os.fspath(path)} model.pt` or models.save_from_checkpoint, then use model.pt)")
         elif isinstance(record, Mapping) and record and all(isinstance(v, torch.Tensor) for v in record.values()):
             hint = " (a plain state dict: build the network and use load_weights)"
         raise ValueError(f"{where} is not an fbhelpers model file: no 'format': {MODEL_FORMAT!r} marker{hint}")

@@ -125,8 +125,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     net = tiny_net()
     path = models.save(net, tmp_path / "m.pt", input_size=32, run="first")
 
-    def broken_save(obj, target):
-        Path(target).write_bytes(b"half a file")
+    def broken_save(obj, target):  # target: the open temporary file
+        target.write(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(models.torch, "save", broken_save)
@@ -185,7 +185,8 @@ def _write(tmp_path: Path, case: str) -> Path:
     ("missing_key", r"lacks the keys \['thresholds'\]"),
     ("tampered", r"is not an fbhelpers file: it pickles test_saved_models\._mark, which weights_only loading refuses"),
     ("state_dict", r"is not an fbhelpers model file: no 'format': 'fbhelpers-model' marker \(a plain state dict"),
-    ("checkpoint", r"no 'format': 'fbhelpers-model' marker \(a train\.fit checkpoint: convert it"),
+    ("checkpoint", r"no 'format': 'fbhelpers-model' marker \(a train\.fit checkpoint: export it first with "
+                   r"`python -m fbhelpers export-model "),
     ("text", r"is not an fbhelpers file: torch\.load\(weights_only=True\) cannot read it"),
     ("spec_mismatch", r"parameter 'backbone\.features\.12\.weight' has shape \(4, 4, 3, 3\) in the file "
                       r"but \(8, 4, 3, 3\) in the model"),

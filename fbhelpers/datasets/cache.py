@@ -20,12 +20,12 @@ per Python process with this module preloaded, so later pools start in milliseco
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..display import show_progress
-from ..files import atomic_path
+from ..files import DISK_ERRNOS, DiskFullError, atomic_path, check_free_space, disk_errors
 from ..images import decode_image
 from ..source import Source
 from .common import BOX_COLUMNS, LOG
@@ -257,22 +257,35 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _start_partial(partial: Path, spec: dict[str, Any], records: list[Record]) -> None:
-    """A fresh ``<key>.partial`` folder: index, meta, zero array (disk space reserved up front) and, last, status."""
+    """A fresh ``<key>.partial`` folder: index, meta, zero array (disk space checked and reserved up front) and,
+    last, status. A full disk (or an array over the file size limit) is a ``files.DiskFullError`` naming the array
+    file, and the folder is removed."""
     shape = (len(records), *spec["size"], 3 if spec["mode"] == "RGB" else 1)
+    images, needed = partial / "images.npy", int(np.prod(shape))
     partial.mkdir(parents=True, exist_ok=True)
-    _write_json(partial / "index.json", records)
-    _write_json(partial / "meta.json", {**spec, "shape": list(shape), "version": 1})
-    _write_json(partial / "failed.json", {})
-    array = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
     try:
-        with open(partial / "images.npy", "r+b") as fh:
+        with disk_errors(images, needed):
+            check_free_space(images, needed)
+            _write_json(partial / "index.json", records)
+            _write_json(partial / "meta.json", {**spec, "shape": list(shape), "version": 1})
+            _write_json(partial / "failed.json", {})
+            _reserve(np.lib.format.open_memmap(images, mode="w+", dtype=np.uint8, shape=shape), images)
+            np.save(partial / "status.tmp.npy", np.zeros(len(records), np.uint8))
+            os.replace(partial / "status.tmp.npy", partial / "status.npy")
+    except DiskFullError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _reserve(array: np.memmap, path: Path) -> None:
+    """Allocate the disk blocks of the memory-mapped ``array`` (file ``path``) now, so that a full disk is an error
+    here and not a crash when a later chunk is written; a file system without fallocate keeps the file sparse."""
+    try:
+        with open(path, "r+b") as fh:
             os.posix_fallocate(fh.fileno(), 0, array.offset + array.nbytes)
-    except OSError as err:  # a file system without fallocate keeps the file sparse; only a full disk is an error
-        if err.errno == errno.ENOSPC:
-            raise OSError(err.errno, f"image cache {partial}: no space for {array.nbytes / 2**20:,.0f} MiB") from None
-    del array
-    np.save(partial / "status.tmp.npy", np.zeros(len(records), np.uint8))
-    os.replace(partial / "status.tmp.npy", partial / "status.npy")
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise
 
 
 def _build(folder: Path, spec: dict[str, Any], records: list[Record], *, workers: int, strict: bool,
