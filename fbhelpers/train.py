@@ -539,6 +539,12 @@ class _Monitor:
             callback.on_step_end(state)
         self.losses.bar.update(1)
 
+    def finish(self, state: TrainState) -> None:
+        """Read back and log the steps still on the device (after a callback stopped training between two
+        read-backs)."""
+        self.losses.flush()
+        self._log(state.rows)
+
     def _evaluate(self, state: TrainState) -> None:
         step, results = state.step, {}
         if self.rank == 0:
@@ -743,6 +749,7 @@ def fit(
         state, steps = setup.state, setup.config.steps
         while state.step < steps and not monitor.stopped:
             monitor.after_step(state, *train_step(state, setup.recipe))
+        monitor.finish(state)
     finally:
         if monitor is not None:
             monitor.losses.bar.close()

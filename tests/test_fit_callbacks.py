@@ -249,10 +249,11 @@ def test_patience_stops_after_evaluations_without_improvement(curve):
 
 
 def test_early_stop_is_final_on_resume(tmp_path):
-    first = train(steps=12, eval_every=1, checkpoint_every=None, patience=2, checkpoint_dir=tmp_path)
+    """The early stop writes ``last.pt`` though no checkpoint is due then (every 100 steps)."""
+    first = train(steps=12, eval_every=1, checkpoint_every=100, patience=2, checkpoint_dir=tmp_path)
     stopped = int(first["step"].iloc[-1])
     assert stopped < 12 and load_checkpoint(tmp_path / CHECKPOINT)["step"] == stopped
-    again = train(steps=12, eval_every=1, checkpoint_every=None, patience=2, checkpoint_dir=tmp_path, resume=True)
+    again = train(steps=12, eval_every=1, checkpoint_every=100, patience=2, checkpoint_dir=tmp_path, resume=True)
     assert list(again["step"]) == list(first["step"]) and again.attrs == first.attrs
 
 
