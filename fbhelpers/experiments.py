@@ -22,6 +22,7 @@ from .display import show_progress
 from .losses import LossConfig
 from .metrics import DELTA_M_FLOOR, delta_m
 from .models import MultiHeadNet
+from .recording import record
 from .study import Study
 from .tasks import Task
 from .train import TrainConfig, evaluate, fit
@@ -45,20 +46,11 @@ def _study(study: Study | Callable[[int], Study], seed: int) -> Study:
 
 
 def _label_groups(study: Study) -> dict[str, dict[str, tuple[str, ...]]]:
-    """{task: {"labelled": labels, "unlabelled": labels}} for each multilabel task whose labelled / unlabelled
-    label lists the study names in ``info`` (``labelled_aus`` / ``unlabelled_aus`` of the face twin,
-    ``<x>_labelled`` / ``<x>_unlabelled`` of the object twins)."""
-    info = study.info
-    pairs = [(info[k], info["un" + k]) for k in info if k.startswith("labelled_") and "un" + k in info]
-    pairs += [(info[k], info[k[:-len("labelled")] + "unlabelled"]) for k in info
-              if k.endswith("_labelled") and k[:-len("labelled")] + "unlabelled" in info]
-    groups = {}
-    for labelled, unlabelled in pairs:
-        labelled, unlabelled = tuple(map(str, labelled)), tuple(map(str, unlabelled))
-        for t in study.tasks:
-            if t.kind == "multilabel" and set(labelled) | set(unlabelled) <= set(t.labels):
-                groups[t.name] = {"labelled": labelled, "unlabelled": unlabelled}
-    return groups
+    """{task: {"labelled": labels, "unlabelled": labels}} for each multilabel task the study has ``label_groups``
+    for (``Study.label_groups``)."""
+    tasks = {t.name: t for t in study.tasks}
+    return {name: {"labelled": g.labelled, "unlabelled": g.unlabelled} for name, g in study.label_groups.items()
+            if name in tasks and tasks[name].kind == "multilabel"}
 
 
 def _group_rows(scores: pd.DataFrame, groups: Mapping[str, Mapping[str, Sequence[str]]]) -> pd.DataFrame:
@@ -433,6 +425,50 @@ def comparison_records(results: pd.DataFrame, columns: Mapping[str, tuple[str, s
             out[f"{name}_gain"] = {v: round(float(gains.loc[v, (name, "mean")]), digits) for v in gains.index}
             out[f"{name}_gain_min"] = {v: round(float(gains.loc[v, (name, "min")]), digits) for v in gains.index}
     return out
+
+
+class ComparisonTables(NamedTuple):
+    """What :func:`record_comparison` computed from one comparison's results: ``overview`` (with ``_std``
+    columns), ``delta`` (:func:`delta_m_table`), ``transfer`` (:func:`negative_transfer`) and ``counts``
+    (:func:`transfer_counts`)."""
+
+    overview: pd.DataFrame
+    delta: pd.DataFrame | None
+    transfer: pd.DataFrame | None
+    counts: pd.DataFrame | None
+
+
+def record_comparison(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
+                      scores: Sequence[str] = ("accuracy", "mean_f1", "mean_ccc"), prefix: str = "",
+                      baseline: str = "mt", digits: int = 4) -> ComparisonTables:
+    """Record a comparison's numbers with ``record`` (each name prefixed by ``prefix``) and return its tables:
+    :func:`comparison_records` of ``columns`` (mean, sd, paired gains over ``baseline``) and, when the results
+    hold single-task models (``"st"``), over the ``scores`` of every test set ``delta_m`` / ``delta_m_sd`` (Δm
+    over ST per MT variant, mean and sd over seeds), ``n_negative_transfer`` and ``n_negative_beyond_spread``
+    (:func:`transfer_counts`; docs/method.md). Without ST the last three tables are None."""
+    values = comparison_records(results, columns, baseline, digits)
+    delta = transfer = counts = None
+    if "st" in set(results["variant"]):
+        delta = delta_m_table(results, metrics=scores)
+        transfer = negative_transfer(results, metrics=scores)
+        counts = transfer_counts(transfer)
+        values |= {"delta_m": {v: round(float(delta.loc[v, "mean"]), digits) for v in delta.index},
+                   "delta_m_sd": {v: round(float(delta.loc[v, "std"]), digits) for v in delta.index},
+                   "n_negative_transfer": {v: int(counts.loc[v, "negative"]) for v in counts.index},
+                   "n_negative_beyond_spread": {v: int(counts.loc[v, "beyond_spread"]) for v in counts.index}}
+    for name, value in values.items():
+        record(prefix + name, value)
+    return ComparisonTables(overview(results, columns, std=True), delta, transfer, counts)
+
+
+def class_attribute_columns(study: Study) -> dict[str, tuple[str, str]]:
+    """The headline columns of a class + attribute study (``overview`` / :func:`record_comparison`):
+    ``<class task>_accuracy`` and the attribute task's mean F1, mean accuracy and the F1 of its labelled and
+    unlabelled groups (``attr_*``)."""
+    cls, attr = (t.name for t in study.tasks)
+    return {f"{cls}_accuracy": (cls, "accuracy"), "attr_mean_f1": (attr, "mean_f1"),
+            "attr_mean_accuracy": (attr, "mean_accuracy"), "attr_f1_labelled": (attr, "mean_f1_labelled"),
+            "attr_f1_unlabelled": (attr, "mean_f1_unlabelled")}
 
 
 def label_scores(results: pd.DataFrame, variant: str, task: str = "au", prefix: str = "f1_") -> pd.Series:

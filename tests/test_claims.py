@@ -16,6 +16,7 @@ fail (strict xfail) and every other one to pass: green means the mutation broke 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -90,10 +91,10 @@ def mutate(study: Study) -> Study:
     """The study as ``FB_CLAIMS_MUTATION`` says (``no_dm`` acts on the loss settings instead)."""
     if MUTATION == "scramble":
         couplings = [Coupling(c.class_task, c.attr_task, _scrambled(c.relatedness)) for c in study.couplings]
-        return Study(study.sources, study.tasks, couplings, study.relatedness, study.truth, study.info)
+        return dataclasses.replace(study, couplings=couplings)  # label groups, roles and truth kept
     if MUTATION == "shuffle":
         sources = {name: _shuffled_labels(src) for name, src in study.sources.items()}
-        return Study(sources, study.tasks, study.couplings, study.relatedness, study.truth, study.info)
+        return dataclasses.replace(study, sources=sources)
     return study
 
 

@@ -16,6 +16,7 @@ from fbhelpers import datasets, manifest, profiles, runner
 from fbhelpers.__main__ import main
 from fbhelpers.datasets import studies
 from fbhelpers.datasets.cache import CachedImages
+from fbhelpers.study import Roles
 from fbhelpers.tasks import AUS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +112,10 @@ def test_affect_study_keeps_each_sources_labels_and_hides_on_request(data_root, 
     assert study.info["unlabelled_aus"] == [a for a in AUS if a not in study.info["labelled_aus"]]
     hidden = studies.affect_study(data_root, size=24, cache=cache, hide=["AU7", "AU14"], progress=False)
     assert {"AU7", "AU14"} <= set(hidden.info["unlabelled_aus"])
+    assert set(hidden.groups("au").unlabelled) == set(hidden.info["unlabelled_aus"])
+    assert hidden.groups("au").labelled == tuple(hidden.info["labelled_aus"])
+    assert hidden.roles == Roles(class_source="affectnet", attr_source="emotionet", full_source="affwild2")
+    assert hidden.true_relatedness is None and hidden.relatedness is hidden.couplings[0].relatedness
     test = hidden.sources["affwild2"].table
     assert test.loc[test["split"] != "test", "AU7"].isna().all()  # hidden in train and val
     assert test.loc[test["split"] == "test", "AU7"].notna().any()
@@ -147,6 +152,7 @@ def test_optional_dataset_skipped_required_one_stops(tmp_path, cache, caplog):
         study = studies.affect_study(root, size=16, cache=cache, required=["affectnet"], progress=False)
     assert list(study.sources) == ["affectnet", "emotionet"]
     assert study.info["missing"] == ["disfa", "bp4d", "affwild2"]
+    assert study.roles == Roles(class_source="affectnet", attr_source="emotionet", full_source=None)
     assert "dataset disfa not found" in caplog.text
     with pytest.raises(FileNotFoundError, match=r"'disfa' is required .*DISFA does not exist.*check-data"):
         studies.affect_study(root, size=16, cache=cache, progress=False)
@@ -161,6 +167,9 @@ def test_class_attribute_studies_couple_with_their_tables(data_root, cache):
     faces = studies.identity_study(data_root, size=16, cache=cache, hide=["Eyeglasses"], progress=False)
     train = faces.sources["celeba"].table.query("split == 'train'")
     assert faces.info["attributes_unlabelled"] == ["Eyeglasses"] and train["Eyeglasses"].isna().all()
+    assert faces.groups("attr").unlabelled == ("Eyeglasses",) and birds.groups("attr").unlabelled == tuple(hidden)
+    assert faces.roles == Roles("celeba", "celeba", "celeba") and birds.roles.full_source == "cub"
+    assert faces.true_relatedness is None and birds.true_relatedness is None
     # R was estimated with every training label, before hiding: the Eyeglasses column is not the flat prior 0.5
     assert not np.allclose(faces.relatedness.table["Eyeglasses"].to_numpy(), 0.5)
 

@@ -61,7 +61,7 @@ def test_table_delta_m_and_negative_transfer():
 def test_tiny_comparison_runs_every_variant(tmp_path):
     import runpy
 
-    from fbhelpers.study import Study
+    from fbhelpers.study import LabelGroups, Study
     from test_train import TINY
 
     path = tmp_path / "tiny.py"
@@ -70,8 +70,8 @@ def test_tiny_comparison_runs_every_variant(tmp_path):
     _, sources, couplings, _ = ns["build"](n=60)
     from fbhelpers.tasks import FACE_TASKS
 
-    study = Study(sources, FACE_TASKS, couplings, None, info={"labelled_aus": ("AU1", "AU2"),
-                                                              "unlabelled_aus": ("AU4",)})
+    study = Study(sources, FACE_TASKS, couplings, None,
+                  label_groups={"au": LabelGroups(labelled=("AU1", "AU2"), unlabelled=("AU4",))})
     comparison = compare_coupling(study, seeds=(0,), steps=3, quota=4, backbone_kw={"widths": (4, 4, 4, 4)},
                                   progress=False, augment=False)
     r = comparison.results
@@ -135,7 +135,7 @@ def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history(t
 
     from fbhelpers.experiments import ABLATIONS, VARIANTS, fit_variant
     from fbhelpers.losses import LossConfig
-    from fbhelpers.study import Study
+    from fbhelpers.study import LabelGroups, Study
     from fbhelpers.tasks import FACE_TASKS
     from test_train import TINY
 
@@ -144,8 +144,8 @@ def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history(t
     path = tmp_path / "tiny.py"
     path.write_text(TINY)
     _, sources, couplings, _ = runpy.run_path(str(path), run_name="tiny")["build"](n=60)
-    study = Study(sources, FACE_TASKS, couplings, None, info={"labelled_aus": ("AU1", "AU2"),
-                                                              "unlabelled_aus": ("AU4",)})
+    study = Study(sources, FACE_TASKS, couplings, None,
+                  label_groups={"au": LabelGroups(labelled=("AU1", "AU2"), unlabelled=("AU4",))})
     kw = dict(steps=4, quota=4, backbone_kw={"widths": (4, 4, 4, 4)}, augment=False, device="cpu")
     ref = compare_coupling(study, variants=("mt_dm_sum",), seeds=(1,), configs=ABLATIONS, progress=False,
                            **kw).results
