@@ -1,4 +1,4 @@
-"""Browser tier (marker ``browser``; REFERENCE.md §6.4): the notebooks as a user steps through them in JupyterLab.
+"""Browser tier (marker ``browser``; docs/testing.md#browser): the notebooks as a user steps through them in JupyterLab.
 
 JupyterLab starts on 127.0.0.1 with a throwaway token, config, settings and workspace folders; headless Chromium
 (Debian's ``chromium``, driven by the ``playwright`` package through ``executable_path``, no browser download) opens

@@ -1,6 +1,7 @@
-"""Notebook regression tests (REFERENCE.md §3.2): run the whole suite once in the ``smoke`` profile, then per
-notebook: it executed without error, and its recorded numbers match ``tests/references/smoke.json`` within each
-metric's tolerances (``{"value", "rel", "abs"}``, defaults rel 0.1 / abs 0.05).
+"""Notebook regression tests (docs/testing.md#smoke-references): run the whole suite once in the ``smoke``
+profile, then per notebook: it executed without error, and its recorded numbers match
+``tests/references/smoke.json`` within each metric's tolerances (``{"value", "rel", "abs"}``, defaults rel 0.1 /
+abs 0.05).
 
 After an intended change of results: ``python -m fbhelpers refresh-references`` (prints old -> new per metric).
 """

@@ -16,7 +16,7 @@ from fbhelpers.relatedness import (
 )
 from fbhelpers.tasks import AU, AUS, EXPR, EXPRESSIONS, attribute_task, classification_task
 
-# METHOD.md §2 (DU Table 1): prototypical AUs (weight 1) and observational AUs (fractions); AU11 dropped.
+# DU Table 1: prototypical AUs (weight 1) and observational AUs (fractions); AU11 dropped.
 DU_BASIC = {
     "neutral": ([], {}),
     "anger": ([4, 7, 24], {10: 0.26, 17: 0.52, 23: 0.29}),
