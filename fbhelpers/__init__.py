@@ -45,4 +45,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The module's own names, every submodule (imported or not) and ``record``."""
     return sorted({*globals(), *__all__})

@@ -26,8 +26,8 @@ import yaml
 from . import bench, datasets, manifest, paths, runner
 from .files import atomic_path
 
-# The commands that train or predict import torch's modules (models, inference, synthetic, profiles) when they run,
-# so that `check-data` and `--help` stay light (tests/test_layering.py checks it).
+# The commands that predict, render or run notebooks import what they need (models, inference, synthetic, profiles)
+# when they run, so that `check-data` and `--help` import no torch (tests/test_layering.py checks it).
 
 
 def parse_value(text: str) -> Any:
