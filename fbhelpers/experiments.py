@@ -1,10 +1,11 @@
 """The papers' comparison: single-task models vs multi-task learning with and without task coupling.
 
-METHOD.md §5 (P0 §5, P1 §5, P2 §5): for every task and every test set compare single-task (ST) models, MT without
-coupling, MT + co-annotation, MT + distribution matching (DM) and MT + both, with the same backbone and budget;
-report a table over seeds, the mean relative improvement Δm over ST and flag negative transfer (an MT variant
-below the ST model on a task). METHOD.md §7: coupling matters where labels are scarce, so attribute F1 is also
-reported separately for the attributes the training sources label and for those they do not.
+``docs/method.md#measuring-the-claims`` (P0 §5, P1 §5, P2 §5): for every task and every test set compare single-task
+(ST) models, MT without coupling, MT + co-annotation, MT + distribution matching (DM) and MT + both, with the same
+backbone and budget; report a table over seeds, the mean relative improvement Δm over ST and flag negative transfer
+(an MT variant below the ST model on a task). ``docs/method.md#where-coupling-matters``: coupling matters where
+labels are scarce, so attribute F1 is also reported separately for the attributes the training sources label and for
+those they do not.
 """
 from __future__ import annotations
 
@@ -222,11 +223,11 @@ def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = HEAD
 
 def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "mean_f1", "mean_ccc"),
                   lower_is_better: frozenset[str] = LOWER_IS_BETTER, floor: float = DELTA_M_FLOOR) -> pd.DataFrame:
-    """Δm of every MT variant over the single-task models, per seed and as mean ± std (``metrics.delta_m``,
-    Maninis et al. 2019, as in the MTL literature; METHOD.md §5). Metrics are (source, task, metric) entries
-    scored by both; ST of the same seed is the reference. A single-task value below ``floor`` (a VA CCC near 0)
-    is divided by ``floor`` instead (``metrics.delta_m``); ``n_floored`` counts those terms over all seeds.
-    Columns ``variant, mean, std, n_floored, <seed>...``."""
+    """Δm of every MT variant over the single-task models, per seed and as mean ± std (``metrics.delta_m``, Maninis
+    et al. 2019, as in the MTL literature; ``docs/method.md#delta-m``). Metrics are (source, task, metric) entries
+    scored by both; ST of the same seed is the reference. A single-task value below ``floor`` (a VA CCC near 0) is
+    divided by ``floor`` instead (``metrics.delta_m``); ``n_floored`` counts those terms over all seeds. Columns
+    ``variant, mean, std, n_floored, <seed>...``."""
     sel = results[results["metric"].isin(metrics)]
     key = sel["source"] + "/" + sel["task"] + "/" + sel["metric"]
     sel = sel.assign(key=key)
@@ -248,9 +249,10 @@ def delta_m_table(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "
 
 def negative_transfer(results: pd.DataFrame, metrics: Sequence[str] | None = HEADLINE,
                       lower_is_better: frozenset[str] = LOWER_IS_BETTER) -> pd.DataFrame:
-    """Negative transfer (METHOD.md §5): an MT variant whose mean over seeds is worse than the single-task
-    model's on a (source, task, metric). ``beyond_spread`` marks gaps larger than the larger of the two seed
-    standard deviations. Columns ``variant, source, task, metric, mt, st, gap, negative, beyond_spread``."""
+    """Negative transfer (``docs/method.md#negative-transfer``): an MT variant whose mean over seeds is worse than
+    the single-task model's on a (source, task, metric). ``beyond_spread`` marks gaps larger than the larger of the
+    two seed standard deviations. Columns ``variant, source, task, metric, mt, st, gap, negative,
+    beyond_spread``."""
     s = summarize(results, metrics)
     st = s[s["variant"] == "st"].set_index(["source", "task", "metric"])
     rows = []
@@ -375,9 +377,10 @@ def per_seed(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVE
 def overview(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
              std: bool = False) -> pd.DataFrame:
     """One row per variant, one column per headline number (``columns``: name -> (task, metric), default
-    ``OVERVIEW``): the mean over every test set that scores it, then the mean over seeds (METHOD.md §5: keep every
-    result over seeds; :func:`per_seed` before the mean). ``std=True`` adds ``<name>_std`` (ddof=1 over seeds).
-    Variants keep their order of appearance; a (task, metric) absent for a variant is NaN."""
+    ``OVERVIEW``): the mean over every test set that scores it, then the mean over seeds
+    (``docs/method.md#seeds-and-spread``: keep every result over seeds; :func:`per_seed` before the mean).
+    ``std=True`` adds ``<name>_std`` (ddof=1 over seeds). Variants keep their order of appearance; a (task, metric)
+    absent for a variant is NaN."""
     wide = per_seed(results, columns)
     order = list(dict.fromkeys(results["variant"]))
     mean = wide.groupby(level="variant", sort=False).mean().reindex(order)
@@ -392,7 +395,7 @@ def paired_summary(results: pd.DataFrame, baseline: str = "mt",
                    columns: Mapping[str, tuple[str, str]] = OVERVIEW) -> pd.DataFrame:
     """Every other variant minus ``baseline``, seed by seed (:func:`per_seed` rows of the same seed: same
     initialisation and batches), summarised over seeds: rows variants, columns ``(name, "mean" | "std" | "min")``.
-    A claim "A beats B" holds in these runs when the ``min`` is above 0 (METHOD.md §5)."""
+    A claim "A beats B" holds in these runs when the ``min`` is above 0 (``docs/method.md#seeds-and-spread``)."""
     seeds = per_seed(results, columns)
     if baseline not in seeds.index.unique("variant"):
         raise ValueError(f"no results of the baseline {baseline!r}; variants are {list(seeds.index.unique('variant'))}")
@@ -414,7 +417,7 @@ def comparison_records(results: pd.DataFrame, columns: Mapping[str, tuple[str, s
     """What a comparison notebook records per headline number (``runner.record`` names -> {variant: value}):
     ``<name>`` (mean over test sets, then seeds), ``<name>_sd`` (sd over seeds, NaN with one seed) and, for each
     variant but ``baseline``, ``<name>_gain`` / ``<name>_gain_min`` (mean and smallest paired difference over
-    seeds, :func:`paired_summary`). Every claim with its spread (METHOD.md §5, §7)."""
+    seeds, :func:`paired_summary`). Every claim with its spread (``docs/method.md#seeds-and-spread``)."""
     main = overview(results, columns, std=True)
     gains = paired_summary(results, baseline, columns) if baseline in set(results["variant"]) else None
     out = {}
@@ -438,14 +441,16 @@ class ComparisonTables(NamedTuple):
     counts: pd.DataFrame | None
 
 
-def record_comparison(results: pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
+def record_comparison(results: Comparison | pd.DataFrame, columns: Mapping[str, tuple[str, str]] = OVERVIEW,
                       scores: Sequence[str] = ("accuracy", "mean_f1", "mean_ccc"), prefix: str = "",
                       baseline: str = "mt", digits: int = 4) -> ComparisonTables:
-    """Record a comparison's numbers with ``record`` (each name prefixed by ``prefix``) and return its tables:
+    """Record a comparison's numbers (a :class:`Comparison` or its ``results`` frame) with ``record``, each name
+    prefixed by ``prefix``, and return its tables:
     :func:`comparison_records` of ``columns`` (mean, sd, paired gains over ``baseline``) and, when the results
     hold single-task models (``"st"``), over the ``scores`` of every test set ``delta_m`` / ``delta_m_sd`` (Δm
     over ST per MT variant, mean and sd over seeds), ``n_negative_transfer`` and ``n_negative_beyond_spread``
     (:func:`transfer_counts`; docs/method.md). Without ST the last three tables are None."""
+    results = results.results if isinstance(results, Comparison) else results
     values = comparison_records(results, columns, baseline, digits)
     delta = transfer = counts = None
     if "st" in set(results["variant"]):
@@ -472,8 +477,9 @@ def class_attribute_columns(study: Study) -> dict[str, tuple[str, str]]:
 
 
 def label_scores(results: pd.DataFrame, variant: str, task: str = "au", prefix: str = "f1_") -> pd.Series:
-    """Per-label scores of one variant (e.g. per-AU F1, METHOD.md §5), mean over test sets and seeds, labels in
-    the results' order with ``prefix`` stripped. ValueError naming the variant when it has no such rows."""
+    """Per-label scores of one variant (e.g. per-AU F1, ``docs/method.md#metrics``), mean over test sets and seeds,
+    labels in the results' order with ``prefix`` stripped. ValueError naming the variant when it has no such
+    rows."""
     sel = results[(results["variant"] == variant) & (results["task"] == task)
                   & results["metric"].str.startswith(prefix)]
     if sel.empty:

@@ -204,6 +204,10 @@ def test_record_comparison_records_every_number_in_one_call(tmp_path):
         "x_delta_m", "x_delta_m_sd", "x_n_negative_transfer", "x_n_negative_beyond_spread"}
     assert tables.counts.loc["mt", "negative"] == 1 and tables.delta.loc["mt_dm", "mean"] == pytest.approx(
         (0.15 + seed1) / 2)
+    recording.configure(tmp_path / "typed")
+    experiments.record_comparison(experiments.Comparison(_results(), {}), columns, scores=("accuracy", "mean_f1"),
+                                  prefix="x_")
+    assert recording.load_metrics(tmp_path / "typed") == got        # a Comparison records as its results frame
     recording.configure(tmp_path / "mt_only")
     plain = experiments.record_comparison(_results().query("variant != 'st'"), columns)
     assert plain.delta is None and "delta_m" not in recording.load_metrics(tmp_path / "mt_only")
