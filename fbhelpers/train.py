@@ -834,7 +834,8 @@ def evaluate(
     amp: bool | str = False,
 ) -> pd.DataFrame:
     """Every task scored on every source's ``split`` (None = all rows) where that split has labels for it
-    (METHOD.md §5: every task on every test set; metrics of ``metrics.score_task``, P1 §4 criteria).
+    (``docs/method.md#measuring-the-claims``: every task on every test set; metrics of ``metrics.score_task``, P1 §4
+    criteria).
 
     Returns a tidy frame with columns ``source, task, metric, value``.
     """
@@ -908,10 +909,10 @@ def features(
     device: str | torch.device = "auto",
     amp: bool | str = False,
 ) -> np.ndarray:
-    """Frozen shared features ``(N, feature_dim)`` (float32) of uint8 images ``(N, H, W, C)`` or a ``Source``:
-    the output of the shared layers, before the task heads (P1 §4.6 few-shot probes; METHOD.md §4). The model
-    is put in eval mode for the pass (BatchNorm running statistics, no dropout) and restored afterwards; it
-    needs a ``features(x)`` method (``models.MultiHeadNet``)."""
+    """Frozen shared features ``(N, feature_dim)`` (float32) of uint8 images ``(N, H, W, C)`` or a ``Source``: the
+    output of the shared layers, before the task heads (P1 §4.6 few-shot probes;
+    ``docs/method.md#zero-shot-and-few-shot``). The model is put in eval mode for the pass (BatchNorm running
+    statistics, no dropout) and restored afterwards; it needs a ``features(x)`` method (``models.MultiHeadNet``)."""
     if not callable(getattr(model, "features", None)):
         raise ValueError(f"features: {type(model).__name__} has no features(x) method (use models.MultiHeadNet)")
     images = inputs.images if isinstance(inputs, Source) else inputs

@@ -1,5 +1,6 @@
-"""Coupling overhead benchmark (issue 14 item 2) on a tiny size: rows of the benchmark contract, finite positive
-times, ratio = value / plain MT's value in the same case and metric, the goal judged on the coupled step only."""
+"""Coupling overhead benchmark (docs/performance.md#benchmarks) on a tiny size: rows of the benchmark contract,
+finite positive times, ratio = value / plain MT's value in the same case and metric, the goal judged on the coupled
+step only."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
-"""Host syncs per training step (issue 14 item 3): the trainer's step makes none between its ``sync_every``
-read-backs, and the counter does count when a per-step check is switched back on."""
+"""Host syncs per training step (docs/performance.md#benchmarks): the trainer's step makes none between its
+``sync_every`` read-backs, and the counter does count when a per-step check is switched back on."""
 from __future__ import annotations
 
 import dataclasses

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fbhelpers import experiments, train
+from fbhelpers import experiments
 from fbhelpers.callbacks import Callback, Selection
 from fbhelpers.checkpoints import Checkpointer
 from fbhelpers.losses import Coupling, LossConfig

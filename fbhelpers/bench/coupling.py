@@ -1,5 +1,5 @@
 """Coupling overhead: the training step of MT + soft co-annotation + distribution matching (both directions)
-against plain MT, same model and batch (issue 14 item 2; README "Performance").
+against plain MT, same model and batch (``docs/performance.md#benchmarks``).
 
 The method's selling point is that coupling the tasks costs nothing at training time: no architecture change,
 only two loss terms over the heads' outputs and the relatedness R. This measures it on the trainer's real step

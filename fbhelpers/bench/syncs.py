@@ -1,4 +1,4 @@
-"""Host-device synchronisations per training step, counted (issue 14 item 3; README "Performance").
+"""Host-device synchronisations per training step, counted (``docs/performance.md#benchmarks``).
 
 A host sync is any operation that makes the host wait for the device to read a value back: ``.item()``,
 ``bool(t)`` (a Python ``if`` on a tensor), ``int(t)`` / ``float(t)``, ``.tolist()``, ``.cpu()`` / ``.numpy()``,
@@ -17,7 +17,7 @@ How they are counted:
 
 ``run()`` is the benchmark command's entry (``python -m fbhelpers bench syncs``): syncs per ``train.train_step``
 of MT + soft co-annotation + distribution matching (both directions) on the face coupling, with the losses'
-per-call checks on ("validate", the public loss functions' default and what every step did before issue 14)
+per-call checks on ("validate", the public loss functions' default and what every step once did)
 and off (the trainer's path: ``fit`` validates data and couplings once at set-up).
 """
 from __future__ import annotations
