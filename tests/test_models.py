@@ -5,6 +5,7 @@ import torch
 from fbhelpers.models import BACKBONES, VGGFACE_PREFIX_MAP, MultiHeadNet, build_backbone, load_weights
 from fbhelpers.tasks import FACE_TASKS, Task
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # VGG-16 / ResNet-50 at 112 px: 2 threads spin-wait when shared
 NAMES = ("cnn4", "vgg16", "resnet18", "resnet50")
 OUT_DIM = {"cnn4": 256, "vgg16": 4096, "resnet18": 512, "resnet50": 2048}
 
