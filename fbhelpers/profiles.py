@@ -38,9 +38,10 @@ from .files import write_json_atomic
 from .paths import DATASETS, ENV_DATA_ROOT, NOTEBOOKS, data_root, notebook_key  # noqa: F401 (profiles.X too)
 from .recording import configure
 
-# notebook 02's ablations: the papers' reconstructed [choice]s (its smoke references record them); a preset of a
-# coupling term beyond the papers (mt_dm_js, Jensen–Shannon) is run by benchmarks/compare_coupling.py instead
-_ALL_ABLATIONS = [name for name in ABLATIONS if name != "mt_dm_js"]
+# notebook 02's ablations: the papers' reconstructed [choice]s, presets of the flat coann/dm fields (its smoke
+# references record them); a preset of a coupling term beyond the papers selects it through ``couplings`` (e.g.
+# mt_dm_js, Jensen–Shannon) and is run by benchmarks/compare_coupling.py instead
+_ALL_ABLATIONS = [name for name, preset in ABLATIONS.items() if "couplings" not in preset]
 _BASE: dict[str, dict[str, Any]] = {
     "smoke": dict(data="synthetic", image_size=24, n_scale=0.1, steps=30, eval_every=0, quota=8, n_seeds=1,
                   backbone="cnn4", device="cpu", backbone_kw={}, n_classes=8, ablation=_ALL_ABLATIONS),
