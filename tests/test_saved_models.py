@@ -129,7 +129,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         target.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(models.torch, "save", broken_save)
+    monkeypatch.setattr(models.modelfile.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         models.save(net, path, input_size=32, run="second")
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
@@ -274,10 +274,11 @@ def test_export_model_command(tmp_path, capsys):
 
 
 def _imports(module: str) -> set[str]:
-    """The fbhelpers modules (and names) that ``fbhelpers/<module>.py`` imports, by their last name."""
-    tree = ast.parse((Path(models.__file__).parent / f"{module}.py").read_text())
+    """The fbhelpers modules (and names) that ``fbhelpers/<module>.py`` (or the package) imports, by last name."""
+    path = Path(models.__file__).parent.parent / module
+    files = sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
     names = set()
-    for node in ast.walk(tree):
+    for node in (n for f in files for n in ast.walk(ast.parse(f.read_text()))):
         if isinstance(node, ast.ImportFrom) and node.module not in (None, "fbhelpers"):
             names.add(node.module.split(".")[-1])
         elif isinstance(node, (ast.ImportFrom, ast.Import)):
