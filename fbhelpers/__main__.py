@@ -1,5 +1,5 @@
 """Command line: ``python -m fbhelpers COMMAND``, COMMAND one of run, demo, check-data, make-fixture-root, cache,
-predict, render-faces, export-model, bench, refresh-references (DESIGN.md §Modules).
+predict, render-faces, export-model, bench, refresh-references (docs/design.md#modules).
 
     python -m fbhelpers run --profile demo [--only 02,05] [--out runs/NAME] [-p KEY VALUE ...] [--jobs 2]
     python -m fbhelpers demo [--profile demo]            # run + where the summary is + a short table

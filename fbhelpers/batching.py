@@ -1,6 +1,6 @@
 """The data path: Source -> labelled arrays -> multi-source batches -> (augmented) float images.
 
-DESIGN.md data flow: ``table -> image store -> torch Dataset -> multi-source batch sampler -> batch`` (the image
+docs/design.md#data-flow: ``table -> image store -> torch Dataset -> multi-source batch sampler -> batch`` (the image
 store: the packed cache of ``datasets.cache``, or a twin's in-memory array).
 P0 §4 / P1 §4 train FaceBehaviorNet on batches that *mix the databases*, so that every loss term (each task's
 loss, co-annotation, distribution matching) is present in every step; ``MultiSourceLoader`` gives every batch a

@@ -29,7 +29,8 @@ from .tasks import Task
 from .train import TrainConfig, evaluate, fit
 
 # Loss settings of each multi-task variant [choice]: soft co-annotation (P1/P2), DM class -> attributes with the
-# stable mean reduction (METHOD.md §7); "st" trains one single-task model per task instead.
+# stable mean reduction (docs/method.md#distribution-matching-class-to-attributes); "st" trains one single-task model
+# per task instead.
 VARIANTS: dict[str, dict[str, Any]] = {
     "mt": {},
     "mt_coann": {"coann": "soft"},

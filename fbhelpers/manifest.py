@@ -1,10 +1,10 @@
 """The real datasets of ``data_manifest.yaml``: checking a data root, the lock file, and the notebooks' guard.
 
-DESIGN.md: every real dataset is listed with its expected layout under the data root; nothing is downloaded.
-``python -m fbhelpers check-data`` prints, per database, found / missing / incomplete (which files), the rows its
-loader reads against the manifest's expected count, how many label rows have no image, and which notebooks it
-enables; ``--record`` writes the sha256 of the annotation files present into ``fbhelpers-data.lock.json`` in the
-data root, and a later check reports every file that changed since. Notebooks in the ``paper`` profile call
+docs/datasets.md#preparing-the-data-root: every real dataset is listed with its expected layout under the data root;
+nothing is downloaded. ``python -m fbhelpers check-data`` prints, per database, found / missing / incomplete (which
+files), the rows its loader reads against the manifest's expected count, how many label rows have no image, and which
+notebooks it enables; ``--record`` writes the sha256 of the annotation files present into ``fbhelpers-data.lock.json``
+in the data root, and a later check reports every file that changed since. Notebooks in the ``paper`` profile call
 :func:`require`, which stops at once with a message naming the dataset, where it was looked for, and that command.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _count(check: DatasetCheck) -> None:
     if not check.rows:
         check.status = "incomplete"
         check.problems = [f"no image file for any of the {check.read:,} label rows read: are the images unpacked "
-                          f"where the loader looks (see `fbhelpers.datasets.{check.name}` / the README)?"
+                          f"where the loader looks (see `fbhelpers.datasets.{check.name}` / docs/datasets.md)?"
                           + (f" (skipped: {others})" if others else "")]
 
 

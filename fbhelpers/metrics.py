@@ -1,4 +1,4 @@
-"""Evaluation metrics (METHOD.md §5): numpy in, python floats out.
+"""Evaluation metrics (docs/method.md#metrics): numpy in, python floats out.
 
 ABAW-style criteria as used in P1 §4: AU mean F1 over AUs, EXPR accuracy / macro-F1 / UAR, VA CCC per dimension
 and their mean; attribute mean accuracy for CelebA / CUB-like attributes (P2 §4); Δm over single-task models
@@ -55,8 +55,9 @@ def _class_codes(y_true, y_pred, mask) -> tuple[np.ndarray, np.ndarray]:
 
 def ccc(y_true, y_pred, mask=None) -> float:
     """Lin's concordance correlation coefficient 2·cov / (var_t + var_p + (mean_t − mean_p)²), population
-    (ddof=0) moments (METHOD.md §3; ABAW VA criterion, P1 §4). Entries with NaN ``y_true`` or ``mask`` False
-    are ignored; NaN when nothing is left or the denominator is 0 (both constant and equal)."""
+    (ddof=0) moments (docs/method.md#valence-and-arousal-ccc-loss; ABAW VA criterion, P1 §4). Entries with NaN
+    ``y_true`` or ``mask`` False are ignored; NaN when nothing is left or the denominator is 0 (both constant and
+    equal)."""
     t, p = _pair(y_true, y_pred, 1)
     keep = _annotated(t, mask)
     t, p = t[keep], p[keep]
@@ -100,7 +101,7 @@ def auc_per_label(y_true, y_score, mask=None) -> np.ndarray:
     ``roc_auc_score``); NaN for a column without both classes. Threshold-free: it scores how well a head *ranks*
     faces per AU, which F1 at a fixed 0.5 threshold hides when the head is well ordered but poorly calibrated.
     Not a criterion of the papers (P1 §4 reports F1): a diagnostic of this kit, e.g. for the AUs that only the
-    coupling teaches (METHOD.md §7)."""
+    coupling teaches (docs/method.md#where-coupling-matters)."""
     t, p = _pair(y_true, y_score, 2)
     keep = _annotated(t, mask)
     _check_binary(t[keep], "y_true")
@@ -125,7 +126,7 @@ def mean_f1(y_true, y_pred, mask=None) -> float:
 
 
 def accuracy(y_true, y_pred, mask=None) -> float:
-    """Fraction of correct class codes (sklearn ``accuracy_score``) over labelled samples (METHOD.md §5;
+    """Fraction of correct class codes (sklearn ``accuracy_score``) over labelled samples (docs/method.md#metrics;
     EXPR, identity, species accuracy in P1 §4 / P2 §4). NaN when nothing is labelled."""
     t, p = _class_codes(y_true, y_pred, mask)
     return float(accuracy_score(t, p)) if t.size else float("nan")
@@ -144,7 +145,7 @@ def macro_f1(y_true, y_pred, mask=None, n_classes: int | None = None) -> float:
 
 def uar(y_true, y_pred, mask=None) -> float:
     """Unweighted average recall: mean per-class recall over the classes present in ``y_true`` (sklearn
-    ``balanced_accuracy_score``; METHOD.md §4-5, the compound-expression UAR). NaN when nothing is labelled."""
+    ``balanced_accuracy_score``; docs/method.md#metrics, the compound-expression UAR). NaN when nothing is labelled."""
     t, p = _class_codes(y_true, y_pred, mask)
     if not t.size:
         return float("nan")
@@ -165,7 +166,7 @@ def attribute_mean_accuracy(y_true, y_pred, mask=None) -> float:
     return float(np.mean(accs)) if accs else float("nan")
 
 
-#: Δm's baseline floor [choice] (REFERENCE.md §6.5): a term divides by max(single-task value, floor).
+#: Δm's baseline floor [choice] (docs/method.md#delta-m): a term divides by max(single-task value, floor).
 DELTA_M_FLOOR = 0.1
 
 
@@ -181,12 +182,12 @@ def _delta_m_term(mt: float, st: float, higher_is_better: bool = True, floor: fl
 def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
             higher_is_better: Mapping[str, bool] | None = None, floor: float = DELTA_M_FLOOR) -> float:
     """Mean relative improvement of a multi-task model over single-task ones (Maninis et al. CVPR 2019, the
-    MTL-survey Δm as LibMTL computes it; METHOD.md §5): Δm = mean_k (−1)^{l_k} (M_mt,k − M_st,k) / M_st,k with
+    MTL-survey Δm as LibMTL computes it; docs/method.md#delta-m): Δm = mean_k (−1)^{l_k} (M_mt,k − M_st,k) / M_st,k with
     l_k = 1 when lower is better for metric k. Returned as a fraction (0.05 = +5 %); negative values mean negative
     transfer on average. ``higher_is_better`` defaults to True for every metric.
 
     The ratio assumes a positive baseline. Rule for a single-task value below ``floor`` [choice] (default 0.1;
-    REFERENCE.md §6.5): the term divides by ``floor`` instead, (−1)^{l_k} (M_mt,k − M_st,k) / max(M_st,k, floor).
+    docs/method.md#delta-m): the term divides by ``floor`` instead, (−1)^{l_k} (M_mt,k − M_st,k) / max(M_st,k, floor).
     A negative baseline would flip the sign of the ratio (a CCC going from −0.05 to 0.10 would count as −3.0; now
     +1.5) and a near-zero one blow it up (0.002 → 0.3: 149; now 2.98); the rule keeps the sign, bounds the term
     by |M_mt − M_st| / floor and is continuous in the baseline (the same value on either side of the floor).
@@ -212,7 +213,7 @@ def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
 
 
 def score_task(task: Task, y_true, y_pred, mask=None, threshold: float = 0.5) -> dict[str, float]:
-    """All metrics of one task (METHOD.md §5; ABAW criteria as in P1 §4).
+    """All metrics of one task (docs/method.md#metrics; ABAW criteria as in P1 §4).
 
     - multiclass: ``y_true`` int codes ``(N,)`` (NaN = missing), ``y_pred`` logits or probabilities ``(N, C)``
       -> argmax; keys ``accuracy``, ``macro_f1`` (over all C classes), ``uar`` (over the classes present).

@@ -1,4 +1,5 @@
-"""Seaborn / matplotlib figures used by the notebooks (METHOD.md §2, §4, §5).
+"""Seaborn / matplotlib figures used by the notebooks (docs/method.md#relatedness,
+docs/method.md#zero-shot-and-few-shot, docs/method.md#measuring-the-claims).
 
 Every function returns a :class:`matplotlib.figure.Figure` and works headless (Agg). Figures a function creates
 itself are detached from pyplot (``plt.close``) before they are returned, so a notebook shows each one exactly
@@ -134,8 +135,8 @@ def _uncertain_note(rel: Relatedness) -> str:
 
 def relatedness_heatmap(rel: Relatedness, ax: Axes | None = None, annot: bool = True, title: str | None = None,
                         cmap: str = "Blues", figsize: tuple[float, float] | None = None) -> Figure:
-    """Heatmap of p(attribute | class) (METHOD.md §2; the expression -> AU tables of DU Table 1 / P1 §3-4, or
-    CUB's 200 x 312 class-attribute table of P2). Cells carry 2-decimal values (exact zeros left blank) when
+    """Heatmap of p(attribute | class) (docs/method.md#relatedness; the expression -> AU tables of DU Table 1 / P1 §3-4,
+    or CUB's 200 x 312 class-attribute table of P2). Cells carry 2-decimal values (exact zeros left blank) when
     ``annot`` and the table is at most ``MAX_ANNOT`` = 20 x 30; larger tables get no annotations and at most
     ``MAX_TICKS`` tick labels per axis. Rows in ``rel.uncertain`` are marked with ``*`` in their tick label and
     counted after the title (default ``rel.name``)."""
@@ -336,7 +337,8 @@ def comparison_bars(results: pd.DataFrame, metric: str | Mapping[str, str], hue:
                     hue_order: Sequence[str] | None = None, annotate: bool = False, title: str | None = None,
                     figsize: tuple[float, float] | None = None) -> Figure:
     """Grouped bars of mean ± std over seeds, from a tidy frame (variant, seed, source, task, metric, value):
-    the ST vs MT vs MT + coupling comparison of METHOD.md §5 (the negative-transfer tables of P0 §5 / P1 §4).
+    the ST vs MT vs MT + coupling comparison of docs/method.md#measuring-the-claims (the negative-transfer tables of P0
+    §5 / P1 §4).
 
     ``metric``: one metric name, or task -> metric (e.g. ``{"expr": "accuracy", "au": "mean_f1",
     "va": "mean_ccc"}``; the x labels then name the metric). ``col``: one panel per value of that column when it
@@ -412,7 +414,7 @@ def per_label_bars(values: Mapping[str, float] | pd.Series, highlight: Sequence[
                    title: str = "F1 per label", ylabel: str = "F1", ax: Axes | None = None,
                    highlight_label: str = "no training labels", other_label: str = "with training labels",
                    figsize: tuple[float, float] | None = None) -> Figure:
-    """One bar per label (e.g. per-AU F1, METHOD.md §5), labels in ``highlight`` in a second colour with a
+    """One bar per label (e.g. per-AU F1, docs/method.md#metrics), labels in ``highlight`` in a second colour with a
     legend: the AUs that no training set annotates and that are learnt only through the coupling (P0 §5 /
     P1 §4). A dashed line marks the mean over labels with a value; NaN labels are written as n/a."""
     series = pd.Series(values, dtype="float64")
@@ -445,8 +447,8 @@ def per_label_bars(values: Mapping[str, float] | pd.Series, highlight: Sequence[
 
 def confusion(y_true, y_pred, labels: Sequence[str], normalize: bool = True, ax: Axes | None = None,
               title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
-    """Confusion matrix heatmap (rows = true, columns = predicted; METHOD.md §5 expression / compound results of
-    P1 §4). ``y_pred``: class codes ``(N,)`` or scores ``(N, C)`` (argmax); NaN true labels are skipped.
+    """Confusion matrix heatmap (rows = true, columns = predicted; docs/method.md#metrics: expression / compound results
+    of P1 §4). ``y_pred``: class codes ``(N,)`` or scores ``(N, C)`` (argmax); NaN true labels are skipped.
     ``normalize``: each row divided by its count (recall on the diagonal); the title carries accuracy and UAR."""
     t = np.asarray(y_true, dtype=float)
     p = np.asarray(y_pred, dtype=float)
@@ -563,10 +565,10 @@ def history(history_df: pd.DataFrame, terms: Sequence[str] | None = None, x: str
 def zero_shot_bars(df: pd.DataFrame, chance: float | Mapping[str, float] | None = None,
                    metrics: Sequence[str] = ("accuracy", "macro_f1", "uar"), ax: Axes | None = None,
                    title: str = "zero-shot compound expressions", figsize: tuple[float, float] | None = None) -> Figure:
-    """Accuracy, macro-F1 and UAR per method against chance (METHOD.md §4; the zero-shot compound expression
-    results of P1 §4). ``df``: tidy (``method``, ``metric``, ``value``, optionally ``seed``; bars = mean ± std)
-    or wide (a ``method`` column or index, one column per metric). ``chance``: a number (e.g. 1 / #classes) or
-    metric -> value, drawn dashed; None takes a ``chance`` column of ``df`` when there is one."""
+    """Accuracy, macro-F1 and UAR per method against chance (docs/method.md#zero-shot-and-few-shot; the zero-shot
+    compound expression results of P1 §4). ``df``: tidy (``method``, ``metric``, ``value``, optionally ``seed``; bars =
+    mean ± std) or wide (a ``method`` column or index, one column per metric). ``chance``: a number (e.g. 1 / #classes)
+    or metric -> value, drawn dashed; None takes a ``chance`` column of ``df`` when there is one."""
     frame = df.reset_index() if "method" not in df.columns and df.index.name == "method" else df
     if "method" not in frame.columns:
         raise KeyError(f"zero_shot_bars needs a 'method' column or index; columns are {list(df.columns)}")
@@ -628,7 +630,7 @@ def gallery(images: np.ndarray, table: pd.DataFrame, tasks: Sequence | None = No
     ``images``: uint8 (N, H, W, C), C = 1 or 3, row i of ``table`` (positional) describes ``images[i]``.
     ``tasks``: which labels to caption (default: the face tasks whose columns ``table`` has): a class name for
     multiclass tasks, the active labels for multilabel ones (``AU 1+2+25``; ``–`` = not annotated) and the values
-    of regression ones. Used to inspect the synthetic twins (METHOD.md §7) and real sources alike.
+    of regression ones. Used to inspect the synthetic twins (docs/method.md#synthetic-twins) and real sources alike.
     """
     from .tasks import FACE_TASKS
 
@@ -700,9 +702,9 @@ def distribution_match(q, p, labels: Sequence[str], truth=None, highlight: Seque
                        figsize: tuple[float, float] | None = None) -> Figure:
     """Paired bars per attribute: the target the class head implies, q_j = Σ_c p(c|x) R[c, j], next to the
     attribute head's own p_j = sigmoid(logit_j), for ONE sample (P0 §3.2 / P1 §3.2 distribution matching,
-    class -> attributes; METHOD.md §3). DM pulls each orange bar towards its blue partner. ``truth``: the
-    sample's true 0/1 labels, drawn as black markers at the active ones; ``highlight``: labels without training
-    labels (orange bold tick labels)."""
+    class -> attributes; docs/method.md#distribution-matching-class-to-attributes). DM pulls each orange bar towards its
+    blue partner. ``truth``: the sample's true 0/1 labels, drawn as black markers at the active ones; ``highlight``:
+    labels without training labels (orange bold tick labels)."""
     q = np.asarray(q, dtype=float).ravel()
     p = np.asarray(p, dtype=float).ravel()
     if q.shape != p.shape or len(q) != len(labels):

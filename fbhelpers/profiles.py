@@ -1,6 +1,6 @@
 """Run profiles: one flat dict of settings per notebook per profile, and the notebooks' set-up cell.
 
-DESIGN.md §Profiles: every notebook reads one parameter ``PROFILE``:
+docs/design.md#profiles: every notebook reads one parameter ``PROFILE``:
 
 - ``smoke``: CI; synthetic data, tiny sizes; a whole notebook well under a minute on 2 CPU cores.
 - ``demo``: the default main job; synthetic twins sized to show the method's effects on a CPU in minutes.
@@ -14,13 +14,14 @@ Settings (the same keys for every notebook, so one ``-p KEY VALUE`` applies acro
   dataset used (1.0 = all).
 - ``steps``: optimisation steps per trained model. ``eval_every``: steps between evaluations (0 = at the end only).
 - ``quota``: images per source in each multi-source batch (batch size = quota x number of sources).
-- ``n_seeds``: repetitions per configuration (seeds ``SEED, SEED+1, ...``; METHOD.md §7: keep every result over
+- ``n_seeds``: repetitions per configuration (seeds ``SEED, SEED+1, ...``; docs/method.md#seeds-and-spread: keep every
+result over
   several seeds). ``backbone``: a name of ``fbhelpers.models.BACKBONES``.
 - ``device``: preferred device when the notebook's ``DEVICE`` parameter is "auto": "cpu", "cuda" or "auto".
 - ``backbone_kw``: keyword arguments of the backbone factory (e.g. ``{"widths": [16, 32, 64, 128]}`` for a
   narrower cnn4 on a CPU; {} = the backbone's defaults).
 - ``ablation``: the reconstructed-choice variants notebook 02 runs beside the defaults (names of
-  ``fbhelpers.experiments.ABLATIONS``; METHOD.md [choice]s).
+  ``fbhelpers.experiments.ABLATIONS``; docs/method.md#coupling-terms).
 - ``n_classes``: classes of a class + attribute study (identities, species; P1 §5 / P2 §5): the size of a
   synthetic twin, or the first ``n_classes`` classes of a real dataset (0 = all of them).
 
@@ -64,7 +65,8 @@ _PER_NOTEBOOK: dict[str, dict[str, dict[str, Any]]] = {
         "04": dict(image_size=32, steps=12, quota=4, backbone_kw={"widths": [8, 16, 32, 32]}),
         "05": dict(image_size=48, steps=40),
     },
-    # three seeds wherever a notebook compares trained networks (issue 12: every claim with its spread)
+    # three seeds wherever a notebook compares trained networks (docs/method.md#seeds-and-spread: every claim with its
+    # spread)
     "demo": {
         "00": dict(_FACES_CPU, n_seeds=3),
         "01": dict(n_seeds=1),
@@ -107,7 +109,7 @@ def resolve(notebook: str, profile: str, **overrides: Any) -> dict[str, Any]:
     """Settings of ``notebook`` ("02" or its stem) under ``profile``, with ``overrides`` of single keys.
 
     KeyError naming an unknown profile / notebook / key and the valid ones; ValueError for a value of the wrong
-    type. DESIGN.md §Profiles ("other parameters override single values").
+    type. docs/design.md#profiles ("other parameters override single values").
     """
     if profile not in PROFILES:
         raise KeyError(f"unknown profile {profile!r}; valid: {sorted(PROFILES)}")
@@ -145,7 +147,7 @@ def setup(
     seed random/numpy/torch with ``SEED``, point ``record()`` at ``OUTPUT_DIR`` and resolve ``DEVICE``.
 
     Returns the settings plus ``profile``, ``notebook``, ``seed``, ``seeds`` (``[SEED, ..., SEED+n_seeds-1]``),
-    ``device`` (concrete) and ``output_dir``; also written to ``<output_dir>/config.json``. DESIGN.md §Profiles.
+    ``device`` (concrete) and ``output_dir``; also written to ``<output_dir>/config.json``. docs/design.md#profiles.
     """
     settings = resolve(notebook, PROFILE, **overrides)
     out = configure(OUTPUT_DIR, seed=int(SEED))

@@ -1,6 +1,6 @@
 """Relatedness between a class task and an attribute task: R[c, j] = p(attribute j = 1 | class c).
 
-METHOD.md §2. Three origins, one object (:class:`Relatedness`):
+docs/method.md#relatedness. Three origins, one object (:class:`Relatedness`):
 
 - published priors shipped as CSV files in ``fbhelpers/data`` (:func:`prior`): DU Table 1 (Du, Tao, Martinez,
   PNAS 111(15) 2014) as used by P0 (arXiv 1910.11111, §3) and P1 (arXiv 2105.03790, §3-4);
@@ -80,7 +80,7 @@ def _labels(labels: Task | Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(eq=False, repr=False)
 class Relatedness:
-    """A classes x attributes table of p(attribute | class) with its provenance (METHOD.md §2; P1 §3-4).
+    """A classes x attributes table of p(attribute | class) with its provenance (docs/method.md#relatedness; P1 §3-4).
 
     ``table``: DataFrame, index = class names, columns = attribute names, values in [0, 1].
     ``name`` / ``citation`` / ``provenance``: where the numbers come from.
@@ -366,7 +366,8 @@ def _parse_csv(text: str, where: str, default_name: str) -> Relatedness:
 
 def prior(name: str, weights: str = "du",
           overrides: Mapping[str, Sequence[str] | Mapping[str, float]] | None = None) -> Relatedness:
-    """A published expression -> AU prior shipped in ``fbhelpers/data`` (DU Table 1; METHOD.md §2).
+    """A published expression -> AU prior shipped in ``fbhelpers/data`` (DU Table 1;
+    docs/method.md#du-2014-basic-expressions).
 
     ``"du2014_basic"``: 7 expressions (EXPRESSIONS order) x 17 AUs; prototypical AUs 1, observational AUs their
     fraction of DU's subjects (AU11 dropped: outside the 17 AUs). Used by P0 §3 and P1 §3.
@@ -556,7 +557,7 @@ def compare(a: Relatedness, b: Relatedness, eps: float = 1e-6) -> Comparison:
 def under_label_noise(rel: Relatedness, class_noise: float = 0.0, attr_noise: float = 0.0,
                       class_prior: Sequence[float] | None = None, name: str | None = None) -> Relatedness:
     """The table that :func:`estimate` converges to when the co-annotated labels are noisy (P1 §4 estimates
-    from Aff-Wild2 annotations, which carry annotation noise; METHOD.md §2).
+    from Aff-Wild2 annotations, which carry annotation noise; docs/method.md#data-driven-estimates).
 
     Noise model **[choice]** (the one of ``fbhelpers.synthetic.face_study``): the annotated class equals the
     true class with probability 1 - ``class_noise``, otherwise one of the other C - 1 classes uniformly; every
@@ -591,9 +592,9 @@ def estimation_curve(truth: Relatedness, data: pd.DataFrame | Callable[[int, int
                      sizes: Sequence[int], repeats: int = 10, class_col: str = "expr",
                      class_labels: Sequence[str] | None = None, smoothing: float = 1.0, ci: float = 0.95,
                      seed: int = 0) -> pd.DataFrame:
-    """How many co-annotated samples the data-driven relatedness needs (P1 §4; METHOD.md §2): for every size n
-    in ``sizes`` and each of ``repeats`` draws, :func:`estimate` on n co-annotated rows and score it against the
-    known ``truth`` on its classes x attributes.
+    """How many co-annotated samples the data-driven relatedness needs (P1 §4; docs/method.md#data-driven-estimates):
+    for every size n in ``sizes`` and each of ``repeats`` draws, :func:`estimate` on n co-annotated rows and score it
+    against the known ``truth`` on its classes x attributes.
 
     ``data``: a pool of co-annotated rows (a DataFrame; n rows drawn without replacement per repeat, so n must
     not exceed the pool) or a sampler ``data(n, seed) -> DataFrame`` (e.g. a synthetic twin's label sampler,

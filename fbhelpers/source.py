@@ -1,6 +1,6 @@
 """A *source*: one labelled image collection (a dataset or a synthetic twin's part) in the canonical layout.
 
-DESIGN.md data flow: every loader and every synthetic generator produces a canonical table (one row per image,
+docs/design.md#data-flow: every loader and every synthetic generator produces a canonical table (one row per image,
 ``split``, ``source`` and one column per label, NaN / ``<NA>`` = missing) plus uint8 images; everything
 downstream (batching, training, evaluation) works on ``Source`` objects and never on dataset-specific files.
 """
@@ -72,7 +72,7 @@ def annotation_coverage(sources: Mapping[str, Source], tasks: Sequence) -> pd.Da
     """Fraction of each source's rows that carry each label: sources x label columns, values in [0, 1].
 
     The annotation map of a multi-source study (P0 §4, P1 §4: every database labels its own tasks and AU subset;
-    METHOD.md §1). ``tasks``: ``fbhelpers.tasks.Task`` objects; columns are their ``columns`` in task order (the
+    docs/method.md#tasks). ``tasks``: ``fbhelpers.tasks.Task`` objects; columns are their ``columns`` in task order (the
     class column ``expr``, ``AU1`` ... ``AU26``, ``valence``, ``arousal``). A column that is 0 for every source is a
     label no source annotates (in that split). KeyError naming the source and the columns its table lacks.
     """

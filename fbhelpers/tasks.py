@@ -1,13 +1,13 @@
 """Task specs: what each head predicts and which table columns hold its labels.
 
-A *task* is one output head of the multi-task network (METHOD.md §1, P1 §3):
+A *task* is one output head of the multi-task network (docs/method.md#tasks, P1 §3):
 
 - ``multiclass``: one softmax over ``labels``; the table holds one integer column named ``task.name``
   (pandas ``Int64``, ``<NA>`` = missing) with codes ``0..len(labels)-1``.
 - ``multilabel``: one sigmoid per label; the table holds one float column per label (0/1, NaN = missing).
 - ``regression``: one real value per label; one float column per label (NaN = missing).
 
-The canonical face tasks use the orders of METHOD.md §1; every dataset loader maps its own codes onto them.
+The canonical face tasks use the orders of docs/method.md#tasks; every dataset loader maps its own codes onto them.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Optional ipywidgets explorers, each with a plain-output fallback (DESIGN.md: widgets never required).
+"""Optional ipywidgets explorers, each with a plain-output fallback (docs/design.md#notebooks: widgets never required).
 
 ``ipywidgets`` is imported only inside the functions. ``interactive=None`` picks widgets when ipywidgets imports,
 the code runs in a live kernel (an IPython shell with a kernel, i.e. a notebook frontend) and neither ``CI`` nor
@@ -121,8 +121,8 @@ def _describe_table(rel: Relatedness) -> str:
 
 def relatedness_explorer(rels: Relatedness | Mapping[str, Relatedness] | Sequence[Relatedness],
                          interactive: bool | None = None):
-    """Browse relatedness tables (METHOD.md §2; P1 §3-4: prior, estimated, compound): a table dropdown and a
-    class dropdown; "(all classes)" shows the heatmap, a class shows its row as bars next to the same class in
+    """Browse relatedness tables (docs/method.md#relatedness; P1 §3-4: prior, estimated, compound): a table dropdown and
+    a class dropdown; "(all classes)" shows the heatmap, a class shows its row as bars next to the same class in
     the other tables (``plots.relatedness_profile``: attributes in canonical order, AUs by number, blank where a
     table lacks one; each table labelled as in the dropdown, in one colour for the explorer's life, the selected
     one edged in black). ``rels``: one table, name -> table, or a list (keyed by
@@ -299,7 +299,7 @@ def _sample_html(table: pd.DataFrame, i: int, tasks: Sequence[Task],
 def sample_browser(images, table: pd.DataFrame | None = None, predictions: Mapping[str, np.ndarray] | None = None,
                    tasks: Sequence[Task] | None = None, interactive: bool | None = None, n: int = 16,
                    ncols: int = 4):
-    """Look at samples with their labels and predictions (DESIGN.md data flow: canonical table + images).
+    """Look at samples with their labels and predictions (docs/design.md#data-flow: canonical table + images).
 
     ``images``: uint8 ``(N, H, W, C)`` with ``table`` row i <-> image i, or a ``Source`` (then no table).
     ``predictions``: task name -> array with one row per sample (``train.predict``: class probabilities,

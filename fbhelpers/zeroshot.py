@@ -1,4 +1,5 @@
-"""Zero- and few-shot recognition of classes the network never saw (P1 arXiv 2105.03790 §4.6; METHOD.md §4).
+"""Zero- and few-shot recognition of classes the network never saw (P1 arXiv 2105.03790 §4.6;
+docs/method.md#zero-shot-and-few-shot).
 
 Zero-shot: each unseen class (a compound expression) is described by its attribute profile (its AUs, DU Table 1);
 its score is computed from the trained attribute head alone, and the prediction is the argmax.
@@ -78,7 +79,8 @@ def zero_shot_predict(attr_probs: np.ndarray, profiles: np.ndarray | pd.DataFram
 
 
 def few_shot_split(labels: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of ``k`` support samples per class and of the remaining query samples (METHOD.md §4, K-shot)."""
+    """Indices of ``k`` support samples per class and of the remaining query samples
+    (docs/method.md#zero-shot-and-few-shot, K-shot)."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     support = []
@@ -117,7 +119,7 @@ def few_shot_predict(support_x: np.ndarray, support_y: np.ndarray, query_x: np.n
     raise ValueError(f"method must be 'prototype' or 'logistic', got {method!r}")
 
 
-# RAF-DB compound classes in the dataset's 1-based label order (REFERENCE.md §5.2), as DU Table 1 compound names.
+# RAF-DB compound classes in the dataset's 1-based label order (docs/datasets.md#raf-db), as DU Table 1 compound names.
 RAFDB_COMPOUND: tuple[str, ...] = (
     "happily_surprised", "happily_disgusted", "sadly_fearful", "sadly_angry", "sadly_surprised", "sadly_disgusted",
     "fearfully_angry", "fearfully_surprised", "angrily_surprised", "angrily_disgusted", "disgustedly_surprised",
@@ -134,8 +136,8 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None
 
 def zero_shot_table(attr_probs: Mapping[str, np.ndarray] | np.ndarray, labels: np.ndarray,
                     profiles: np.ndarray | pd.DataFrame, scorings: Sequence[str] = SCORINGS) -> pd.DataFrame:
-    """Zero-shot results for every attribute source x scoring rule (P1 §4.6; METHOD.md §4 "accuracy, macro-F1
-    and UAR against chance").
+    """Zero-shot results for every attribute source x scoring rule (P1 §4.6; docs/method.md#zero-shot-and-few-shot
+    "accuracy, macro-F1 and UAR against chance").
 
     ``attr_probs``: ``(N, K)`` attribute probabilities, or name -> such array (e.g. ``{"MT+DM AU head": p,
     "true AUs (oracle)": y}``) to compare predicted attributes with a ceiling; ``labels``: ``(N,)`` true class
@@ -160,10 +162,11 @@ def zero_shot_table(attr_probs: Mapping[str, np.ndarray] | np.ndarray, labels: n
 
 def few_shot_curve(features: Mapping[str, np.ndarray], labels: np.ndarray, ks: Sequence[int] = (1, 5, 10),
                    repeats: int = 5, methods: Sequence[str] = PROBES, seed: int = 0) -> pd.DataFrame:
-    """K-shot accuracy of probes on frozen features, for several feature extractors (METHOD.md §4 few-shot;
-    P1 §4.6): for each K in ``ks`` and each of ``repeats`` support draws (:func:`few_shot_split`, seed
-    ``seed + repeat``, the same draw for every extractor), every probe in ``methods`` (:func:`few_shot_predict`)
-    is fitted on the K support samples per class of each ``features[name]`` ``(N, D)`` and scored on the rest.
+    """K-shot accuracy of probes on frozen features, for several feature extractors
+    (docs/method.md#zero-shot-and-few-shot few-shot; P1 §4.6): for each K in ``ks`` and each of ``repeats`` support
+    draws (:func:`few_shot_split`, seed ``seed + repeat``, the same draw for every extractor), every probe in
+    ``methods`` (:func:`few_shot_predict`) is fitted on the K support samples per class of each ``features[name]``
+    ``(N, D)`` and scored on the rest.
 
     Returns a tidy frame: ``extractor``, ``probe``, ``k``, ``repeat``, ``accuracy``, ``macro_f1``, ``uar``.
     """

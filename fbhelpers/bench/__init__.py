@@ -1,4 +1,4 @@
-"""Benchmarks behind ``python -m fbhelpers bench`` (README §Performance).
+"""Benchmarks behind ``python -m fbhelpers bench`` (docs/performance.md#benchmarks).
 
 Each benchmark is a module of this package with ``run(*, tiny=False, device="cpu", repeats=0) -> list[dict]``
 (``repeats=0``: its own default); every row has the keys of :data:`ROW_KEYS`: ``benchmark``, ``case``,

@@ -1,8 +1,9 @@
 """Loaders for the papers' real databases, the packed image cache, the study builders and the fixture root.
 
 ``load(name, root, **options)`` turns a database's official annotation files (``root`` = the dataset's own folder,
-e.g. ``DATA/AffectNet``) into the canonical table of DESIGN.md (see :mod:`.common`); ``NAMES`` lists the names
-(those of ``data_manifest.yaml``, plus ``generic`` for any class + attribute CSV). One module per database:
+e.g. ``DATA/AffectNet``) into the canonical table (docs/datasets.md#the-canonical-table; :mod:`.common`); ``NAMES``
+lists the names (those of ``data_manifest.yaml``, plus ``generic`` for any class + attribute CSV). One module per
+database:
 
 - :mod:`.affectnet` (AffectNet), :mod:`.rafdb` (RAF-DB basic and compound), :mod:`.affwild2` (Aff-Wild2 / ABAW),
   :mod:`.emotionet` (EmotioNet), :mod:`.disfa` (DISFA), :mod:`.bp4d` (BP4D-Spontaneous), :mod:`.celeba`

@@ -1,5 +1,5 @@
 """The packed image cache: every distinct image of a table decoded, cropped and resized once into a memory-mapped
-uint8 ``(N, H, W, C)`` array on disk, which the trainer reads row by row (DESIGN.md "image store").
+uint8 ``(N, H, W, C)`` array on disk, which the trainer reads row by row (the image store, docs/design.md#data-flow).
 
 Layout: ``<cache_dir>/<key>/`` holds ``images.npy`` (the array, opened with ``np.load(mmap_mode="r")``),
 ``index.json`` (the distinct ``[path, box]`` keys in row order; box ``[x, y, w, h]`` or ``null``), ``status.npy``

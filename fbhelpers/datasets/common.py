@@ -1,10 +1,10 @@
 """What every dataset loader shares: the canonical table, format errors that name file / line / value, skip reports,
 image-existence checks, seeded and subject-fold splits, and the tiny images of the format-faithful fixtures.
 
-DESIGN.md data flow: ``official dataset files --loader--> canonical table``. A loader returns a ``pandas.DataFrame``
-with ``path`` (relative to the dataset's own folder, POSIX separators), ``split`` in {train, val, test}, ``source``
-(the dataset name) and the canonical label columns of ``fbhelpers.tasks`` (``expr`` as ``Int64`` codes in
-``EXPRESSIONS`` order; ``AU1`` ... ``AU26`` and attributes as float 0/1; ``valence``, ``arousal`` as float;
+docs/design.md#data-flow: ``official dataset files --loader--> canonical table``. A loader returns a
+``pandas.DataFrame`` with ``path`` (relative to the dataset's own folder, POSIX separators), ``split`` in {train, val,
+test}, ``source`` (the dataset name) and the canonical label columns of ``fbhelpers.tasks`` (``expr`` as ``Int64`` codes
+in ``EXPRESSIONS`` order; ``AU1`` ... ``AU26`` and attributes as float 0/1; ``valence``, ``arousal`` as float;
 NaN / ``<NA>`` = missing). Every dataset-specific code and sentinel is mapped inside its loader and nowhere else.
 
 Nothing is silently dropped: every row a loader leaves out is counted by reason in ``table.attrs["skipped"]``

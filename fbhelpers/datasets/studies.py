@@ -177,11 +177,11 @@ def affect_study(data_root: str | Path, sources: Sequence[str] = FACE_SOURCES, *
 
     ``relatedness``: the expression x AU table of the couplings (default DU's, ``prior("du2014_basic")``, as in
     P1). ``hide``: AUs (or other label columns) whose training labels are removed in every source, to measure what
-    coupling teaches where no database labels an AU (METHOD.md §7) [choice]. ``options``: loader keyword arguments
-    per dataset. ``size``: image side in pixels; ``cache``: the image cache folder (default ``$FBHELPERS_CACHE``
-    or ``~/.cache/fbhelpers``); ``n_scale``: fraction of each split kept (the cache always holds every image, so a
-    later full run reuses it). ``val_fraction``: training rows moved to a ``val`` split for model selection
-    (:func:`validation_split`; whole videos of Aff-Wild2, whole subjects of DISFA and BP4D) [choice 0.1].
+    coupling teaches where no database labels an AU (docs/method.md#where-coupling-matters) [choice]. ``options``:
+    loader keyword arguments per dataset. ``size``: image side in pixels; ``cache``: the image cache folder (default
+    ``$FBHELPERS_CACHE`` or ``~/.cache/fbhelpers``); ``n_scale``: fraction of each split kept (the cache always holds
+    every image, so a later full run reuses it). ``val_fraction``: training rows moved to a ``val`` split for model
+    selection (:func:`validation_split`; whole videos of Aff-Wild2, whole subjects of DISFA and BP4D) [choice 0.1].
     ``label_groups["au"]``: the AUs some training split labels and the others; ``roles``: AffectNet (class),
     EmotioNet (attributes) and Aff-Wild2 (every task), each the next present one of :data:`FACE_ROLES` when
     absent; ``true_relatedness`` None (real data). ``info``: ``labelled_aus`` / ``unlabelled_aus`` (the same
@@ -276,8 +276,8 @@ def identity_study(data_root: str | Path, *, n_identities: int = 0, hide: Sequen
     ``"within_identity"`` (default; :func:`within_class_split` with ``test_fraction``: every identity has training
     and test images) or ``"official"`` (CelebA's partition, whose identities do not overlap: only for the attributes).
     ``hide``: attributes whose training labels are removed, to measure what coupling teaches where no label is
-    (METHOD.md §7). ``val_fraction``: training rows moved to ``val`` (:func:`validation_split`; the official split
-    keeps CelebA's own validation partition)."""
+    (docs/method.md#where-coupling-matters). ``val_fraction``: training rows moved to ``val`` (:func:`validation_split`;
+    the official split keeps CelebA's own validation partition)."""
     if split not in ("within_identity", "official"):
         raise ValueError(f"split must be 'within_identity' or 'official', got {split!r}")
     folder = dataset_folder(data_root, "celeba")
@@ -294,9 +294,9 @@ def species_study(data_root: str | Path, *, n_species: int = 0, hide: Sequence[s
                   size: int = 112, cache: str | Path | None = None, n_scale: float = 1.0, seed: int = 0,
                   workers: int | None = None, progress: bool | None = None) -> Study:
     """"Beyond faces" on CUB-200-2011 (P2 §5): tasks ``species`` and ``attr`` (312 attributes) coupled by the class x
-    attribute table CUB ships (``class_attribute_labels_continuous.txt`` / 100, METHOD.md §2). ``n_species``: the
-    first N species (0 = all 200). ``hide``: attributes unlabelled in training; an entry ending in ``::`` hides a
-    whole group (CUB names its attributes ``group::value``, e.g. ``has_bill_shape::``)."""
+    attribute table CUB ships (``class_attribute_labels_continuous.txt`` / 100, docs/method.md#class-attribute-tables).
+    ``n_species``: the first N species (0 = all 200). ``hide``: attributes unlabelled in training; an entry ending in
+    ``::`` hides a whole group (CUB names its attributes ``group::value``, e.g. ``has_bill_shape::``)."""
     folder = dataset_folder(data_root, "cub")
     full = load_tables(data_root, ["cub"])["cub"]
     labels, rel = list(full.attrs["species_labels"]), cub.relatedness(folder)
@@ -329,8 +329,8 @@ def class_attribute_study(name: str, data_root: str | Path, *, hide: Sequence[st
 def compound_source(data_root: str | Path, name: str = "rafdb_compound", *, split: str | None = "test",
                     size: int = 112, cache: str | Path | None = None, workers: int | None = None,
                     progress: bool | None = None) -> Source:
-    """A compound-expression test set (P1 §4.6, METHOD.md §4): ``compound`` codes in the order of
-    ``zeroshot.RAFDB_COMPOUND``; ``split`` None keeps every row."""
+    """A compound-expression test set (P1 §4.6, docs/method.md#zero-shot-and-few-shot): ``compound`` codes in the order
+    of ``zeroshot.RAFDB_COMPOUND``; ``split`` None keeps every row."""
     full = load_tables(data_root, [name])[name]
     table = full[full["split"] == split] if split is not None else full
     if table.empty:

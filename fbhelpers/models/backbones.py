@@ -69,7 +69,7 @@ def _init_conv_bn(module: nn.Module) -> None:
 # ----------------------------------------------------------------------------------------------- cnn4
 class CNN4(nn.Module):
     """Four conv-BN-ReLU-maxpool blocks, then an adaptive average pool to a ``pool`` x ``pool`` grid, flattened:
-    a CPU-friendly trunk for synthetic twins (METHOD.md §7 prototype). ``out_dim = widths[-1] * pool**2``.
+    a CPU-friendly trunk for synthetic twins (docs/method.md#synthetic-twins). ``out_dim = widths[-1] * pool**2``.
     [choice] ``widths=(32, 64, 128, 256)``; ``pool=1`` is the usual global average pool, ``pool=3`` keeps a coarse
     layout (brows / eyes / mouth of an aligned face), which the localised AUs of a face need."""
 

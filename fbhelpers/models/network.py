@@ -45,16 +45,16 @@ class MultiHeadNet(nn.Module):
     there, so ``task`` trains only that small layer and its loss never reaches the shared trunk. For a class
     visible only through its attributes (an expression through its AUs, the SynthFaces story), ``{"expr": "au"}``
     is a 17 x 7 classifier that cannot memorise the faces whose label the AUs leave ambiguous, where a head on
-    the features can (``benchmarks/learnability.py``, README "SynthFaces learnability"). The head's shape depends
+    the features can (``benchmarks/learnability.py``, docs/results.md#synthfaces-learnability). The head's shape depends
     on it, so a saved state dict loads only into a model built with the same ``head_inputs``.
 
     ``regression_init`` [choice, not in P0-P2; default ``"zeros"``]: how the heads of regression tasks (VA)
     start. ``"zeros"`` sets their weight and bias to 0, so every face starts at the prediction 0 (the centre of
-    [-1, 1]); ``"default"`` keeps PyTorch's random ``nn.Linear`` initialisation (the behaviour before issue 12
-    item 8). Why: the CCC loss (P1 §3, METHOD.md §3 "VA") has d(1 - CCC)/d(mean prediction) = 4 cov (mu_p -
-    mu_t) / D^2, so while an output's covariance with its target is negative (a random head: half the outputs)
-    gradient descent pushes its mean *away* from the target mean, into the flat part of ``tanh``, where the
-    gradient vanishes (tanh' < 1e-6 at |z| = 8) and the output never comes back: its CCC stays 0. A zero head
+    [-1, 1]); ``"default"`` keeps PyTorch's random ``nn.Linear`` initialisation (the behaviour before the
+    zero start). Why: the CCC loss (P1 §3, docs/method.md#valence-and-arousal-ccc-loss) has d(1 - CCC)/d(mean
+    prediction) = 4 cov (mu_p - mu_t) / D^2, so while an output's covariance with its target is negative (a random head:
+    half the outputs) gradient descent pushes its mean *away* from the target mean, into the flat part of ``tanh``,
+    where the gradient vanishes (tanh' < 1e-6 at |z| = 8) and the output never comes back: its CCC stays 0. A zero head
     has covariance 0 at the start, no gradient on its mean, and a first update along the covariance with the
     targets (``benchmarks/va_collapse.py``: 1 of 8 seeds collapsed to VA CCC 0.36 with random heads, none with
     zero heads). The random draws of the other parameters are the same either way (the head is drawn, then
@@ -153,7 +153,7 @@ class MultiHeadNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Shared features ``(B, feature_dim)`` of images in [0, 1] (P1 §4 shared layers; used by few-shot
-        probes, METHOD.md §4)."""
+        probes, docs/method.md#zero-shot-and-few-shot)."""
         self._check(x)
         return self.backbone((x - self.mean) / self.std)
 

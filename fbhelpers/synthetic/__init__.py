@@ -1,7 +1,8 @@
-"""Synthetic twins of the three case studies, each with a known ground-truth relatedness (DESIGN.md ``synthetic``).
+"""Synthetic twins of the three case studies, each with a known ground-truth relatedness (docs/design.md#modules).
 
 - :mod:`.faces`: SynthFaces, procedurally rendered faces whose expression shows only through 17 AUs (case study
-  i; METHOD.md §7), and the compound-expression test set of the zero-shot study (METHOD.md §4);
+  i; docs/method.md#synthetic-twins), and the compound-expression test set of the zero-shot study
+  (docs/method.md#zero-shot-and-few-shot);
 - :mod:`.regimes`: :func:`face_study` (also named :func:`affect_study`, as on real data), the multi-source
   annotation regimes of P0 / P1 on SynthFaces;
 - :mod:`.objects`: identity + attributes (case study ii) and species + attributes ("beyond faces", P2).

@@ -1,14 +1,14 @@
 """SynthFaces: procedurally rendered cartoon faces whose expression is visible only through 17 action units.
 
-The synthetic twin of case study i (METHOD.md §1, §7; P0 arXiv 1910.11111, P1 arXiv 2105.03790). Generative
-story, per sample (:func:`sample_labels`, then :func:`render_faces`):
+The synthetic twin of case study i (docs/method.md#tasks, docs/method.md#synthetic-twins; P0 arXiv 1910.11111, P1 arXiv
+2105.03790). Generative story, per sample (:func:`sample_labels`, then :func:`render_faces`):
 
 1. expression ``c`` ~ class prior (uniform by default);
 2. each AU ``j`` independently ~ Bernoulli(P[c, j]) with P = R (1 - ``au_miss``) + (1 - R) ``au_spont``, R the
    relatedness table (default DU Table 1, ``prior("du2014_basic")``) **[choice]**: a prototypical AU is missed
    with probability ``au_miss``, any other AU fires spontaneously with probability ``au_spont``
    (:func:`au_probabilities`). Without this noise DU's prototypical sets make the 7 expressions perfectly
-   separable (METHOD.md §7);
+   separable (docs/method.md#synthetic-twins);
 3. an active AU gets an intensity ~ Uniform(``intensity_min``, 1), independent of the expression;
 4. the image is rendered from the AU intensities and nuisance parameters only (identity, pose, lighting, noise,
    occluders; :func:`sample_nuisance`), so image ⟂ expression | binary AUs and the Bayes ceiling of expression
@@ -171,8 +171,8 @@ def au_probabilities(relatedness: Relatedness | None = None, au_miss: float = 0.
                      classes: tuple[str, ...] | None = EXPRESSIONS) -> pd.DataFrame:
     """Effective p(AU_j = 1 | class c) = R[c, j] (1 - au_miss) + (1 - R[c, j]) au_spont **[choice]**.
 
-    The data-generating table of the twin (DU Table 1 by default, METHOD.md §2, §7); ``relatedness`` is the
-    expert prior the couplings use, this is the truth the sampler draws from.
+    The data-generating table of the twin (DU Table 1 by default, docs/method.md#du-2014-basic-expressions);
+    ``relatedness`` is the expert prior the couplings use, this is the truth the sampler draws from.
     """
     rel = prior("du2014_basic") if relatedness is None else relatedness
     table = check_table(rel, classes)
@@ -191,7 +191,8 @@ def _class_prior(class_prior: tuple[float, ...] | np.ndarray | None, n_classes: 
 def bayes_ceiling(relatedness: Relatedness | None = None, au_miss: float = 0.25, au_spont: float = 0.05,
                   class_prior: tuple[float, ...] | None = None, expr_noise: float = 0.0,
                   method: str = "exact", n_mc: int = 200_000, seed: int = 0) -> float:
-    """Bayes-optimal expression accuracy given the true binary AUs: E_aus[max_c p(c | aus)] (METHOD.md §7).
+    """Bayes-optimal expression accuracy given the true binary AUs: E_aus[max_c p(c | aus)]
+    (docs/method.md#synthetic-twins).
 
     ``method="exact"`` enumerates all 2^17 AU patterns: sum_a max_c pi_c prod_j P[c,j]^a_j (1-P[c,j])^(1-a_j),
     with P from :func:`au_probabilities`; ``"mc"`` averages max_c p(c | a) over ``n_mc`` sampled patterns.
@@ -701,7 +702,8 @@ def write_faces(folder: str | os.PathLike, n: int = 300, size: int = 48, channel
 
 def compound_test_set(n: int, size: int = 64, channels: int = 3, relatedness: Relatedness | None = None,
                       config: FaceConfig | None = None, seed: int = 0) -> Source:
-    """Faces of compound expressions for the zero-shot study (METHOD.md §4; DU Table 1 compound rows).
+    """Faces of compound expressions for the zero-shot study (docs/method.md#zero-shot-and-few-shot; DU Table 1 compound
+    rows).
 
     Classes and AU profiles from ``relatedness`` (default ``prior("du2014_compound")``), uniform class prior,
     same AU miss / spontaneous / intensity model and nuisance as :func:`make_faces`. The table (all ``test``,

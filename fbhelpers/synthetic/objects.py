@@ -1,5 +1,6 @@
 """Synthetic twins of case study ii (identity + attributes, CelebA-like) and "beyond faces" (species + attributes,
-CUB-like), each with a known classes x attributes relatedness (METHOD.md §1, §2; P2 arXiv 2401.01219).
+CUB-like), each with a known classes x attributes relatedness (docs/method.md#tasks, docs/method.md#relatedness; P2
+arXiv 2401.01219).
 
 One recipe serves both twins. Every class owns (a) a *prevalence profile* p(attribute | class) over visible
 attributes, organised in groups (a binary attribute, or mutually exclusive values such as a hair colour or a
@@ -680,8 +681,9 @@ def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTR
                    size: int = 48, seed: int = 0, attr_label_fraction: float | None = None,
                    identity_label_fraction: float | None = None, preset: str = "default",
                    relatedness: str = "truth", look_jitter: float = 0.6, nuisance: float = 1.0) -> Study:
-    """Synthetic twin of case study ii: face identity + CelebA-style attributes (METHOD.md §1-2; P2 arXiv 2401.01219,
-    identity + attributes on CelebA; the relatedness of a CelebA identity is estimated on the training split).
+    """Synthetic twin of case study ii: face identity + CelebA-style attributes (docs/method.md#tasks,
+    docs/method.md#relatedness; P2 arXiv 2401.01219, identity + attributes on CelebA; the relatedness of a CelebA
+    identity is estimated on the training split).
 
     Each identity has persistent looks (face shape, feature spacing, skin tone, hair length and shade, standard-normal
     latents with within-identity jitter ``look_jitter`` [choice, default 0.6]) and a prevalence profile over
@@ -693,7 +695,8 @@ def identity_study(n_identities: int = 40, n_attributes: int = len(IDENTITY_ATTR
     attributes, no identity; ``coannotated`` (small) labels the identity and every attribute. Presets set the
     sizes and fractions (explicit arguments win): ``default`` (0.5 of the attributes), ``scarce_attr`` (0.25, few
     attribute images) and ``full`` (every attribute and identity covered: the control where coupling should not
-    matter, METHOD.md §7). ``relatedness``: ``"truth"`` couples with the true table, ``"estimated"`` with
+    matter, docs/method.md#where-coupling-matters). ``relatedness``: ``"truth"`` couples with the true table,
+    ``"estimated"`` with
     :func:`fbhelpers.relatedness.estimate` on the co-annotated training rows. ``study.relatedness`` is the
     coupling's table, ``study.true_relatedness`` always the truth (name ``synthetic_identity_truth``);
     ``study.label_groups["attr"]``: the attributes the attribute source labels and the others; ``study.roles``:
@@ -776,7 +779,8 @@ def species_study(n_species: int = 50, n_attributes: int | None = None, images_p
                   test_images_per_species: int | None = None, size: int = 48, seed: int = 0,
                   attr_label_fraction: float | None = None, preset: str = "default", look_jitter: float = 0.6,
                   nuisance: float = 1.0) -> Study:
-    """Synthetic twin of "beyond faces": species + CUB-style attributes (METHOD.md §1-2; P2 arXiv 2401.01219, CUB).
+    """Synthetic twin of "beyond faces": species + CUB-style attributes (docs/method.md#tasks,
+    docs/method.md#relatedness; P2 arXiv 2401.01219, CUB).
 
     Each species has a categorical profile over every group of ``SPECIES_GROUPS`` (CUB names
     ``has_<part>_<what>::<value>``, 15-colour palette; profile = ``w * main value + (1 - w) * Dirichlet(0.5)``,

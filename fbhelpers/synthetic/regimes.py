@@ -4,8 +4,8 @@ P0 (arXiv 1910.11111) and P1 (arXiv 2105.03790 §4) train one network on databas
 AffectNet (expressions + VA), EmotioNet, DISFA and BP4D (each its own AU subset) and Aff-Wild2 (all three, a
 few AUs). :func:`face_study` builds that setting from :mod:`fbhelpers.synthetic.faces`: every source has a
 ``train`` split that keeps only the labels its namesake annotates and a fully labelled ``test`` split. The hard
-cases of METHOD.md §7 are presets: ``scarce_au`` (some AUs labelled by no training source) and ``scarce_expr``
-(few expression labels, two classes never labelled); ``full`` labels everything (a learnability check).
+cases of docs/method.md#where-coupling-matters are presets: ``scarce_au`` (some AUs labelled by no training source) and
+``scarce_expr`` (few expression labels, two classes never labelled); ``full`` labels everything (a learnability check).
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def _aus(*numbers: int) -> tuple[str, ...]:
     return tuple(f"AU{k}" for k in numbers)
 
 
-# AU subsets annotated by the real databases, restricted to the 17 AUs (METHOD.md §1, REFERENCE.md §2.5).
+# AU subsets annotated by the real databases, restricted to the 17 AUs (docs/method.md#tasks,
+# docs/datasets.md#per-database).
 AU_SETS: dict[str, tuple[str, ...]] = {
     "emotionet": _aus(1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26),   # EmotioNet 2017 challenge
     "disfa": _aus(1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26),
@@ -136,7 +137,7 @@ def _paper(preset: str) -> list[SourceSpec]:
 
 
 def _pair(preset: str) -> list[SourceSpec]:
-    if preset == "scarce_au":  # METHOD.md §7: the AU source labels 8 of the 17 AUs
+    if preset == "scarce_au":  # docs/method.md#where-coupling-matters: AUs no source labels
         return [SourceSpec("expr_source", 4000, 500, tasks=("expr", "va")),
                 SourceSpec("au_source", 150, 500, tasks=("au",), aus=AU_SETS["abaw2020"])]
     if preset == "scarce_expr":
@@ -148,11 +149,12 @@ def _pair(preset: str) -> list[SourceSpec]:
 
 
 def source_specs(regime: str = "paper", preset: str = "default") -> list[SourceSpec]:
-    """The sources of a regime / preset before scaling (P1 §4 databases; METHOD.md §7 hard cases).
+    """The sources of a regime / preset before scaling (P1 §4 databases; docs/method.md#where-coupling-matters).
 
     ``"paper"``: affectnet_like (expr + VA), emotionet_like / disfa_like / bp4d_like (AU subsets of the real
     databases), affwild2_like (all three, ABAW AU set). ``"pair"``: expr_source (expr + VA) and au_source (AUs),
-    the two-source prototype of METHOD.md §7. Presets: ``default``, ``scarce_au``, ``scarce_expr``, ``full``.
+    the two-source pair of docs/method.md#where-coupling-matters. Presets: ``default``, ``scarce_au``, ``scarce_expr``,
+    ``full``.
     """
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
@@ -210,7 +212,7 @@ def face_study(regime: str = "paper", preset: str = "default", size: int = 64, n
                relatedness: Relatedness | None = None, channels: int = 3, config: FaceConfig | None = None,
                sources: Mapping[str, Mapping[str, Any]] | None = None, expr_noise: float | None = None,
                au_noise: float | None = None, imbalance: float | None = None) -> Study:
-    """The SynthFaces multi-source study (P0 §4, P1 §4 on the twin of METHOD.md §7) -> :class:`Study`.
+    """The SynthFaces multi-source study (P0 §4, P1 §4 on the twin of docs/method.md#synthetic-twins) -> :class:`Study`.
 
     ``regime`` / ``preset``: see :func:`source_specs`. ``n_scale`` multiplies every source's sizes (a positive
     size stays >= 1). ``relatedness``: expression x AU table of the generative story and of the coupling
