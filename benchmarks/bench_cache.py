@@ -16,7 +16,8 @@ Run: ``python benchmarks/bench_cache.py [--n-images 3000] [--size 112] [--repeat
    ``rows * size * size * 3`` bytes (37.6 GB for 1,000,000 rows at 112 px).
 
 The measuring code is ``fbhelpers.bench.scale`` (also ``python -m fbhelpers bench scale``, as rows of the benchmark
-CSV); this script prints it as the README's two tables.
+CSV); this script prints it as the two tables of
+docs/performance.md#the-image-cache-speed-and-memory.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ST vs MT vs MT + coupling on SynthFaces (METHOD.md §5, §7; P0 §5, P1 §5): prints the table, writes CSVs.
+"""ST vs MT vs MT + coupling on SynthFaces (docs/method.md#measuring-the-claims, docs/method.md#where-coupling-matters;
+P0 §5, P1 §5): prints the table, writes CSVs.
 
     python benchmarks/compare_coupling.py                      # scarce_au, 48 px, cnn4, 3 seeds (~15 CPU min)
     python benchmarks/compare_coupling.py --steps 100 --seeds 0 --out runs/compare_quick

@@ -1,4 +1,5 @@
-"""Learnability of SynthFaces (issue 3; METHOD.md §1, §7): a small CNN vs linear models on raw pixels, fully labelled.
+"""Learnability of SynthFaces (docs/results.md#synthfaces-learnability): a small CNN vs linear models on raw pixels,
+fully labelled.
 
     python benchmarks/learnability.py                          # 5,000 train + 2,000 test, 64 px (~6 to 9 min, one core)
     python benchmarks/learnability.py --steps 300 --no-linear --out runs/learnability_quick
@@ -22,11 +23,11 @@ Models, scored on the test set with ``fbhelpers.metrics.score_task`` (the metric
   (multinomial) for the expression, one L2 logistic regression per AU (probability >= 0.5, like the CNN's
   sigmoid), ``Ridge`` for valence and arousal (predictions clipped to [-1, 1]).
 
-Criteria (issue 3): CNN AU mean F1 >= 0.85 and CNN expression accuracy within 5 points of the Bayes ceiling; the
-linear model should do clearly worse. The README records the measured table. The diagnosis line also applies the
-Bayes rule (the generator's own table) to the CNN's AU predictions, thresholded and as probabilities: how much
-expression the AU head carries. A head on the shared features stays 1.4 to 3 points below that: it memorises the
-~13 % of training faces whose label the AUs cannot decide (training accuracy 1.00); the head on the AU
+Criteria: CNN AU mean F1 >= 0.85 and CNN expression accuracy within 5 points of the Bayes ceiling; the
+linear model should do clearly worse. docs/results.md#synthfaces-learnability records the measured table. The diagnosis
+line also applies the Bayes rule (the generator's own table) to the CNN's AU predictions, thresholded and as
+probabilities: how much expression the AU head carries. A head on the shared features stays 1.4 to 3 points below that:
+it memorises the ~13 % of training faces whose label the AUs cannot decide (training accuracy 1.00); the head on the AU
 probabilities cannot (training accuracy near the ceiling).
 Writes ``table.csv`` (the printed table), ``per_au_f1.csv``, ``cnn_curve.csv`` and ``summary.json`` to ``--out``.
 """
@@ -59,8 +60,8 @@ from fbhelpers.train import fit, predict  # noqa: E402
 AUGMENT = {"none": False, "flip": {"crop": None, "rotate": 0.0, "brightness": 0.0, "contrast": 0.0},
            "default": True}  # fit(augment=...) per --augment
 EXPR_HEADS = {"au": {"expr": "au"}, "features": None}  # MultiHeadNet(head_inputs=...) per --expr-head
-AU_F1_MIN = 0.85   # issue 3: AU mean F1 of the CNN
-EXPR_GAP_MAX = 0.05  # issue 3: CNN expression accuracy at most 5 points below the Bayes ceiling
+AU_F1_MIN = 0.85   # the goal: AU mean F1 of the CNN
+EXPR_GAP_MAX = 0.05  # the goal: CNN expression accuracy at most 5 points below the Bayes ceiling
 
 
 def faces_source(n: int, size: int, split: str, seed: int, config: FaceConfig) -> tuple[Source, pd.DataFrame]:
@@ -175,9 +176,9 @@ def main() -> None:
                     help="flip: horizontal flips only (the twin is left/right symmetric); default: "
                          "fbhelpers.batching.augment's defaults (crop, rotation, flip, brightness, contrast); none")
     ap.add_argument("--dm", choices=["none", *DIRECTIONS], default="none",
-                    help="distribution matching with DU's table (METHOD.md §3); none = plain multi-task")
+                    help="distribution matching with DU's table (docs/method.md#coupling-terms); none = plain multi-task")
     ap.add_argument("--expr-weight", type=float, default=1.0,
-                    help="loss weight of the expression task (AU and VA keep 1; METHOD.md §3 lambda_t); with "
+                    help="loss weight of the expression task (AU and VA keep 1; docs/method.md#the-total-loss, lambda_t); with "
                          "--expr-head au it only scales the small head's gradient (AdamW hardly notices)")
     ap.add_argument("--seed", type=int, default=0, help="CNN initialisation and sampling seed")
     ap.add_argument("--linear-c", type=float, default=0.01, help="inverse L2 strength of the logistic regressions")

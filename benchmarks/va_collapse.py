@@ -1,4 +1,4 @@
-"""Why the VA head collapsed in some seeds, and that it no longer does (issue 12 item 8; METHOD.md §3 "VA").
+"""Why the VA head collapsed in some seeds, and that it no longer does (docs/results.md#why-the-va-head-collapsed).
 
     python benchmarks/va_collapse.py --regression-init default --seeds 0,1,2,3,4,5,6,7,8,9   # before the fix
     python benchmarks/va_collapse.py --seeds 0,1,2,3,4,5,6,7,8,9                            # after (zero VA head)
