@@ -1,4 +1,5 @@
-"""Committed notebooks are clean, parameterisable and self-describing (DESIGN.md conventions, REFERENCE.md §3.1).
+"""Committed notebooks are clean, parameterisable and self-describing (docs/design.md#notebooks,
+docs/design.md#conventions).
 
 Each notebooks/*.ipynb: valid nbformat v4; no outputs, no execution counts; exactly one code cell tagged
 ``parameters`` assigning literals to PROFILE, SEED, DEVICE, DATA_ROOT and OUTPUT_DIR (papermill does not

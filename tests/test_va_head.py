@@ -50,8 +50,8 @@ def test_unknown_regression_init_is_refused():
 @pytest.mark.claims
 @pytest.mark.usefixtures("one_thread")
 def test_seed_that_collapsed_keeps_its_va_head():
-    """The README's compare_coupling run, MT + DM seed 2 (VA CCC 0.365 with a random head, arousal saturated
-    at a pre-tanh mean of 6-10); about 20 s on one core."""
+    """The compare_coupling run of docs/results.md#distribution-matching-on-the-scarce-au-twin, MT + DM seed 2 (VA CCC
+    0.365 with a random head, arousal saturated at a pre-tanh mean of 6-10); about 20 s on one core."""
     from fbhelpers.experiments import fit_variant, largest_first_quota
     from fbhelpers.synthetic import face_study
 
