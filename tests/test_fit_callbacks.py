@@ -14,52 +14,29 @@ from torch import nn
 from fbhelpers.callbacks import Callback
 from fbhelpers.checkpoints import BEST, CHECKPOINT, load_checkpoint
 from fbhelpers.losses import Coupling, LossConfig
-from fbhelpers.models import MultiHeadNet
-from fbhelpers.source import Source
 from fbhelpers.tasks import AU, AUS, EXPR, EXPRESSIONS
 from fbhelpers.train import fit
+from helpers import BLOCK_R, block_source, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TASKS = (EXPR, AU)
-R = (np.random.default_rng(42).random((7, 17)) < 0.5).astype(np.float32)
 SIZE = 20
-
-
-def source(name: str, labels: tuple[str, ...], seed: int, n: int = 96, n_val: int = 32) -> Source:
-    """Class c: a bright block at one of 7 places. AUs follow R; the validation rows' AU labels are inverted, so the
-    better the model fits the training rows the worse its validation score: the best validation step is early."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 7, n + n_val)
-    images = rng.integers(0, 60, (n + n_val, SIZE, SIZE, 3), dtype=np.uint8)
-    for i, c in enumerate(y):
-        r0, c0 = 2 + 3 * (c % 4), 2 + 8 * (c // 4)
-        images[i, r0:r0 + 6, c0:c0 + 8, c % 3] = 230
-    split = np.array(["train"] * n + ["val"] * n_val)
-    table = pd.DataFrame({"split": split})
-    if "expr" in labels:
-        table["expr"] = pd.array(y, dtype="Int64")
-    if "au" in labels:
-        for j, a in enumerate(AUS):
-            table[a] = np.where(split == "val", 1 - R[y, j], R[y, j]).astype(float)
-    return Source(name, table, images)
-
-
-SOURCES = {"affect": source("affect", ("expr",), 1), "aus": source("aus", ("au",), 2)}
-COUPLINGS = [Coupling("expr", "au", torch.from_numpy(R))]
+WIDTHS = (8, 16, 16, 32)
+# Block sources whose validation rows' AU labels are inverted, so the better the model fits the training rows the
+# worse its validation score: the best validation step is early.
+SPLITS = {"train": 96, "val": 32}
+SOURCES = {"affect": block_source("affect", ("expr",), 1, SPLITS, size=SIZE, inverted_aus="val"),
+           "aus": block_source("aus", ("au",), 2, SPLITS, size=SIZE, inverted_aus="val")}
+COUPLINGS = [Coupling("expr", "au", torch.from_numpy(BLOCK_R))]
 BASE = dict(steps=4, quota=8, lr=3e-3, progress=False, augment={"flip": False}, val_split="val",
             select="au/mean_auc", eval_every=2, checkpoint_every=2)
 
 
-def net(widths=(8, 16, 16, 32)) -> MultiHeadNet:
-    torch.manual_seed(0)
-    return MultiHeadNet(TASKS, "cnn4", widths=widths)
-
-
-def train(model=None, sources=SOURCES, couplings=COUPLINGS, loss=None, widths=(8, 16, 16, 32), **kwargs
+def train(model=None, sources=SOURCES, couplings=COUPLINGS, loss=None, widths=WIDTHS, **kwargs
           ) -> pd.DataFrame:
     """``fit`` with the BASE settings, overridden by ``kwargs``."""
-    model = net(widths) if model is None else model
+    model = tiny_net(TASKS, widths=widths) if model is None else model
     return fit(model, sources, TASKS, couplings, loss or LossConfig(dm="class_to_attr"), **{**BASE, **kwargs})
 
 
@@ -96,7 +73,7 @@ def numbers(row) -> dict:
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("base")
-    model = net()
+    model = tiny_net(TASKS, widths=WIDTHS)
     history = train(model, checkpoint_dir=folder)
     return folder, model, history
 
@@ -106,7 +83,7 @@ def test_checkpoint_holds_spec_input_size_couplings_and_best(base_run):
     last, best = load_checkpoint(folder / CHECKPOINT), load_checkpoint(folder / BEST)
     assert last["model_spec"] == model.spec() and last["input_size"] == [SIZE, SIZE]
     assert last["couplings"] == [{"class_task": "expr", "attr_task": "au", "classes": list(EXPRESSIONS),
-                                  "attributes": list(AUS), "values": R.tolist()}]
+                                  "attributes": list(AUS), "values": BLOCK_R.tolist()}]
     assert last["best"]["step"] == best["step"] == history.attrs["best_step"]
     assert best["score"] == history.attrs["best_score"] and best["select"] == "au/mean_auc"
     assert same(best["model"], model.state_dict()) and same(last["best"]["model"], best["model"])
@@ -117,7 +94,7 @@ def test_checkpoint_holds_spec_input_size_couplings_and_best(base_run):
 
 CHANGES = {
     "loss.dm_weight": dict(loss=LossConfig(dm="class_to_attr", dm_weight=2.0)),
-    "couplings.0.values": dict(couplings=[Coupling("expr", "au", torch.from_numpy(1 - R))]),
+    "couplings.0.values": dict(couplings=[Coupling("expr", "au", torch.from_numpy(1 - BLOCK_R))]),
     "model.backbone_options.widths": dict(widths=(8, 16, 16, 16)),
     "augment.rotate": dict(augment={"flip": False, "rotate": 5.0}),
     "optimizer": dict(optimizer="sgd"),
@@ -150,12 +127,12 @@ def test_plain_module_is_checked_by_parameter_shapes(tmp_path):
     class Plain(nn.Module):  # no spec(): parameter names and shapes stand in for it
         def __init__(self, widths):
             super().__init__()
-            self.inner = net(widths)
+            self.inner = tiny_net(TASKS, widths=widths)
 
         def forward(self, x):
             return self.inner(x)
 
-    train(Plain((8, 16, 16, 32)), steps=2, checkpoint_dir=tmp_path)
+    train(Plain(WIDTHS), steps=2, checkpoint_dir=tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["model_spec"] is None
     with pytest.raises(ValueError, match=r"model\.parameters"):
         train(Plain((8, 16, 16, 16)), steps=2, checkpoint_dir=tmp_path, resume=True)
@@ -168,12 +145,12 @@ def test_interrupted_run_resumes_to_the_same_best_model(tmp_path):
                 raise RuntimeError("crash at step 5")
 
     settings = dict(steps=6, eval_every=1, checkpoint_every=2)
-    reference = net()
+    reference = tiny_net(TASKS, widths=WIDTHS)
     want = train(reference, checkpoint_dir=tmp_path / "ref", **settings)
     with pytest.raises(RuntimeError, match="crash at step 5"):
         train(checkpoint_dir=tmp_path / "run", callbacks=[Crash()], **settings)
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == 4
-    resumed = net()
+    resumed = tiny_net(TASKS, widths=WIDTHS)
     seen = Snapshots(resumed)
     got = train(resumed, checkpoint_dir=tmp_path / "run", resume=True, callbacks=[seen], **settings)
     assert seen.started[0][0] == 4 and [s for s, _ in seen.rows] == [5, 6]
@@ -189,7 +166,7 @@ def curve():
     """The same 12-step run with and without selection, evaluated after every step."""
     runs = {}
     for select in ("au/mean_auc", None):
-        model = net()
+        model = tiny_net(TASKS, widths=WIDTHS)
         seen = Snapshots(model)
         history = train(model, steps=12, eval_every=1, checkpoint_every=None, select=select, callbacks=[seen])
         runs[select] = (model, seen, history)
@@ -222,7 +199,7 @@ def test_without_select_the_last_weights_stay(curve):
 
 def test_select_mode_min_keeps_the_lowest_score(curve):
     scores = curve["au/mean_auc"][2].set_index("step")["val/select"]
-    model = net()
+    model = tiny_net(TASKS, widths=WIDTHS)
     seen = Snapshots(model)
     history = train(model, steps=12, eval_every=1, checkpoint_every=None, select="aus/au/mean_auc",
                     select_mode="min", callbacks=[seen])
@@ -241,7 +218,7 @@ def test_patience_stops_after_evaluations_without_improvement(curve):
             stop = step
             break
     assert stop is not None and stop < 12
-    model = net()
+    model = tiny_net(TASKS, widths=WIDTHS)
     history = train(model, steps=12, eval_every=1, checkpoint_every=None, patience=3)
     assert list(history["step"]) == list(range(1, stop + 1))
     assert history["val/select"].to_numpy() == pytest.approx(scores.loc[:stop].to_numpy())
@@ -274,7 +251,7 @@ def test_bad_validation_settings_are_refused(kwargs, message):
 
 # ----------------------------------------------------------------------------------------------- logging
 def test_a_callback_receives_every_row_and_evaluation():
-    model = net()
+    model = tiny_net(TASKS, widths=WIDTHS)
     seen = Snapshots(model)
     history = train(model, callbacks=[seen], eval_sources=SOURCES, eval_split="train")
     assert [s for s, _ in seen.rows] == list(history["step"]) == [1, 2, 3, 4]

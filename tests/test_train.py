@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -20,47 +19,19 @@ from fbhelpers.losses import LossConfig, combined_loss, masked_bce
 from fbhelpers.models import MultiHeadNet
 from fbhelpers.tasks import FACE_TASKS
 from fbhelpers.train import evaluate, fit, predict
+from helpers import block_source, block_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# A tiny handmade two-source face study, shared with the subprocess scripts below (written to a file).
+# The trainer run of the kill-and-resume test, as a script (tests/ on its PYTHONPATH for helpers): block_study's
+# model and sources, trained through SlowNet, which can sleep in forward so a checkpoint is written before the kill.
 TINY = '''
 import os, sys, time
-import numpy as np, pandas as pd, torch
-from fbhelpers.losses import Coupling, LossConfig
+import torch
 from fbhelpers.models import MultiHeadNet
-from fbhelpers.source import Source
-from fbhelpers.tasks import AUS, FACE_TASKS
-
-R = (np.random.default_rng(42).random((7, 17)) < 0.5).astype(np.float32)
-
-
-def source(name, n, labels, seed, size=24):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 7, n)
-    images = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
-    for i, c in enumerate(y):  # class c: a bright block at one of 7 places (so no flip augmentation)
-        r0, c0 = 2 + 3 * (c % 4), 2 + 8 * (c // 4)
-        images[i, r0:r0 + 6, c0:c0 + 8, c % 3] = 230
-    table = pd.DataFrame({"split": np.where(np.arange(n) < int(0.75 * n), "train", "test")})
-    if "expr" in labels:
-        table["expr"] = pd.array(y, dtype="Int64")
-    if "va" in labels:
-        table["valence"] = np.clip((y - 3) / 3.5 + rng.normal(0, 0.05, n), -1, 1)
-        table["arousal"] = np.clip(np.cos(y) + rng.normal(0, 0.05, n), -1, 1)
-    if "au" in labels:
-        au = R[y].astype(float)
-        for j, a in enumerate(AUS):
-            table[a] = au[:, j]
-    return Source(name, table, images)
-
-
-def build(n=160):
-    torch.manual_seed(0)
-    sources = {"affect": source("affect", n, ("expr", "va"), 1), "aus": source("aus", n, ("au",), 2)}
-    model = MultiHeadNet(FACE_TASKS, "cnn4", widths=(8, 16, 16, 32))
-    return model, sources, [Coupling("expr", "au", torch.from_numpy(R))], LossConfig(dm="class_to_attr")
+from fbhelpers.tasks import FACE_TASKS
+from helpers import block_study
 
 
 class SlowNet(MultiHeadNet):
@@ -71,7 +42,7 @@ class SlowNet(MultiHeadNet):
 
 if __name__ == "__main__":
     ckpt, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    model, sources, couplings, cfg = build()
+    model, sources, couplings, cfg = block_study()
     slow = SlowNet(FACE_TASKS, "cnn4", widths=(8, 16, 16, 32))
     slow.load_state_dict(model.state_dict())
     from fbhelpers.train import fit
@@ -82,15 +53,14 @@ if __name__ == "__main__":
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_script(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "tiny_fit.py"
     path.write_text(TINY)
-    return path, runpy.run_path(str(path), run_name="tiny")
+    return path
 
 
-def test_masks_reach_the_losses(tiny):
-    _, ns = tiny
-    model, sources, couplings, _ = ns["build"]()
+def test_masks_reach_the_losses():
+    model, sources, couplings, _ = block_study()
     loader = MultiSourceLoader.from_sources(sources, FACE_TASKS, {"affect": 6, "aus": 4})
     batch = loader.next_batch()
     torch.manual_seed(1)
@@ -110,9 +80,8 @@ def headline(scores: pd.DataFrame) -> dict[str, float]:
     return {t: float(scores.query("task == @t and metric == @m")["value"].iloc[0]) for t, m in pick.items()}
 
 
-def test_tiny_fit_improves_every_task(tiny, tmp_path):
-    _, ns = tiny
-    model, sources, couplings, cfg = ns["build"]()
+def test_tiny_fit_improves_every_task(tmp_path):
+    model, sources, couplings, cfg = block_study()
     before = headline(evaluate(model, sources, FACE_TASKS))
     history = fit(model, sources, FACE_TASKS, couplings, cfg, steps=100, quota=16, lr=3e-3, progress=False,
                   augment={"flip": False}, eval_sources=sources, eval_every=50, history_csv=tmp_path / "h.csv")
@@ -131,11 +100,10 @@ def test_tiny_fit_improves_every_task(tiny, tmp_path):
     assert np.abs(preds["va"]).max() <= 1.0
 
 
-def test_predict_from_a_folder(tiny, tmp_path):
+def test_predict_from_a_folder(tmp_path):
     from PIL import Image
 
-    _, ns = tiny
-    model, sources, _, _ = ns["build"]()
+    model, sources, _, _ = block_study()
     images = sources["affect"].images[:3]
     for i, im in enumerate(images):
         Image.fromarray(np.kron(im, np.ones((2, 2, 1), np.uint8))).save(tmp_path / f"f{i}.png")
@@ -156,17 +124,17 @@ def test_predict_from_a_folder(tiny, tmp_path):
 
 
 def _run(script: Path, ckpt: Path, out: Path, steps: int, slow: float = 0.0) -> subprocess.Popen:
+    here = Path(__file__).parent  # the repository (fbhelpers) and tests/ (helpers)
     env = {**os.environ, "FB_SLOW": str(slow), "CI": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).parents[1])}
+           "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
     return subprocess.Popen([sys.executable, str(script), str(ckpt), str(out), str(steps)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path):
-    script, ns = tiny
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_script, tmp_path):
     steps = 12
-    killed = _run(script, tmp_path / "ckpt", tmp_path / "resumed.pt", steps, slow=0.25)
-    reference = _run(script, tmp_path / "ref", tmp_path / "reference.pt", steps)
+    killed = _run(tiny_script, tmp_path / "ckpt", tmp_path / "resumed.pt", steps, slow=0.25)
+    reference = _run(tiny_script, tmp_path / "ref", tmp_path / "reference.pt", steps)
     deadline = time.time() + 60
     while not (tmp_path / "ckpt" / "last.pt").exists():
         assert killed.poll() is None, killed.communicate()[0].decode()
@@ -176,7 +144,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path):
     assert killed.wait() == -signal.SIGKILL
     interrupted_at = load_checkpoint(tmp_path / "ckpt" / "last.pt")["step"]
     assert 0 < interrupted_at < steps
-    resumed = _run(script, tmp_path / "ckpt", tmp_path / "resumed.pt", steps)
+    resumed = _run(tiny_script, tmp_path / "ckpt", tmp_path / "resumed.pt", steps)
     for proc in (resumed, reference):
         assert proc.wait(timeout=120) == 0, proc.communicate()[0].decode()
     got = torch.load(tmp_path / "resumed.pt", weights_only=True)
@@ -189,19 +157,18 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path):
     assert h_got["total"].to_numpy() == pytest.approx(h_want["total"].to_numpy(), rel=1e-6)
     state = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert state["step"] == steps and set(state["rng"]) == {"torch", "cuda", "numpy", "python", "augment"}
-    model, sources, couplings, cfg = ns["build"]()
+    model, sources, couplings, cfg = block_study()
     with pytest.raises(ValueError, match="other settings.*steps"):
         fit(model, sources, FACE_TASKS, couplings, cfg, steps=13, quota=8, checkpoint_dir=tmp_path / "ckpt",
             checkpoint_every=3, resume=True, progress=False)
 
 
-def test_refuses_bad_sources_before_training(tiny):
-    _, ns = tiny
-    model, sources, couplings, cfg = ns["build"]()
-    empty = ns["source"]("void", 8, ("expr",), 3).rows(np.arange(0))
+def test_refuses_bad_sources_before_training():
+    model, sources, couplings, cfg = block_study()
+    empty = block_source("void", ("expr",), 3, {"train": 6, "test": 2}).rows(np.arange(0))
     with pytest.raises(ValueError, match=r"without rows.*\['void'\]"):
         fit(model, {**sources, "void": empty}, FACE_TASKS, steps=1, progress=False)
-    bare = ns["source"]("bare", 8, (), 3)
+    bare = block_source("bare", (), 3, {"train": 6, "test": 2})
     with pytest.raises(ValueError, match=r"\['bare'\] carry no label"):
         fit(model, {**sources, "bare": bare}, FACE_TASKS, steps=1, progress=False)
     with pytest.raises(ValueError, match=r"tasks \['au'\] are labelled by none"):
@@ -210,9 +177,8 @@ def test_refuses_bad_sources_before_training(tiny):
         fit(model, sources, FACE_TASKS, steps=1, progress=False, amp=True, device="cpu")
 
 
-def test_non_finite_loss_names_step_term_and_source(tiny):
-    _, ns = tiny
-    _, sources, couplings, _ = ns["build"]()
+def test_non_finite_loss_names_step_term_and_source():
+    _, sources, couplings, _ = block_study()
 
     class Breaks(MultiHeadNet):
         calls = 0
@@ -229,9 +195,8 @@ def test_non_finite_loss_names_step_term_and_source(tiny):
         fit(model, sources, FACE_TASKS, steps=5, quota=4, progress=False)
 
 
-def test_evaluate_is_tidy(tiny):
-    _, ns = tiny
-    model, sources, _, _ = ns["build"]()
+def test_evaluate_is_tidy():
+    model, sources, _, _ = block_study()
     scores = evaluate(model, sources, FACE_TASKS)
     assert list(scores.columns) == ["source", "task", "metric", "value"]
     assert set(zip(scores["source"], scores["task"])) == {("affect", "expr"), ("affect", "va"), ("aus", "au")}
@@ -240,11 +205,10 @@ def test_evaluate_is_tidy(tiny):
     assert model.eval()(x)["au"].shape == (2, 17)
 
 
-def test_features_are_the_shared_layers_in_eval_mode(tiny):
+def test_features_are_the_shared_layers_in_eval_mode():
     from fbhelpers.train import features
 
-    _, ns = tiny
-    model, sources, _, _ = ns["build"]()
+    model, sources, _, _ = block_study()
     model.train()
     src = sources["affect"]
     feats = features(model, src, batch_size=7, device="cpu")
@@ -259,7 +223,7 @@ def test_features_are_the_shared_layers_in_eval_mode(tiny):
         features(model, src.images.astype(np.float32), device="cpu")
 
 
-def test_device_names_are_checked_once_for_every_caller(tiny):
+def test_device_names_are_checked_once_for_every_caller():
     from fbhelpers import profiles
     from fbhelpers.train import resolve_device
 
@@ -270,6 +234,6 @@ def test_device_names_are_checked_once_for_every_caller(tiny):
         for call in (lambda: resolve_device("cuda"), lambda: profiles.resolve_device("cuda")):
             with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available here \(use 'cpu' or 'auto'\)"):
                 call()
-        model, sources, _, _ = tiny[1]["build"]()
+        model, sources, _, _ = block_study()
         with pytest.raises(ValueError, match="CUDA is not available"):  # before any training work
             fit(model, sources, FACE_TASKS, steps=1, device="cuda", progress=False)
