@@ -5,11 +5,15 @@ A notebook asks ``study_for(cfg, DATA_ROOT)`` and then only the study: its ``rol
 source, the attribute source, the fully labelled test set), its ``label_groups`` (the labels no training source
 labels), its ``relatedness`` (the coupling's table) and ``true_relatedness`` (a twin's truth, else None). Which
 builder a notebook's case study uses is :data:`CASES`; the builders' common arguments come from the profile
-(``image_size``, ``n_scale``, ``n_classes``, ``seed``), the rest from ``twin=`` / ``real=``. docs/design.md.
+(``image_size``, ``n_scale``, ``n_classes``, ``seed``), the rest from ``twin=`` / ``real=``. The same one-call
+pattern gives the other data a notebook needs: the compound test set (``compound_test_for``), face files for a
+saved model (``own_faces_for``), the co-annotated rows a relatedness is estimated from (``coannotated_for``) and
+the class x attribute tables beyond expressions (``object_tables_for``); ``relatedness_check`` compares a study's
+coupling table with what its own labels say. docs/design.md.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,9 +22,10 @@ import pandas as pd
 from . import datasets, synthetic
 from .manifest import require_notebook
 from .profiles import DATASETS
-from .relatedness import Comparison, Relatedness, compare, estimate
+from .relatedness import Comparison, Relatedness, compare, estimate, under_label_noise
 from .source import Source
 from .study import Study
+from .tasks import AUS
 
 #: notebook stem -> its case study: "affect" (case study i: expressions, AUs, VA), "identity" (case study ii:
 #: identities + attributes) or "species" (beyond faces: species + attributes).
@@ -126,3 +131,95 @@ def relatedness_check(study: Study, coupling: int = 0) -> RelatednessCheck:
     estimated = estimate(table, link.class_task, list(attributes), class_labels=list(classes),
                          name=f"estimated on the {split} split")
     return RelatednessCheck(estimated, reference, compare(estimated, reference), split)
+
+
+class CoannotatedRows(NamedTuple):
+    """The rows P1 estimates the expression x AU table from (P1 §4): training faces of case study i's all-task
+    source that carry an expression and AU labels, ``aus`` the AUs it annotates. On a twin, ``truth`` is the
+    generator's p(AU | expr) and ``observed`` that table seen through the source's label noise
+    (``relatedness.under_label_noise``, what an estimate converges to); both None on real data. ``note``: what the
+    rows are, in one line."""
+
+    table: pd.DataFrame
+    aus: list[str]
+    name: str
+    truth: Relatedness | None
+    observed: Relatedness | None
+    note: str
+
+    def curve(self, estimated: Relatedness, sizes: Sequence[int]) -> tuple[Relatedness, Any, list[int]]:
+        """``relatedness.estimation_curve``'s reference, draws and sizes: with a truth, the truth, fresh clean labels
+        of the twin's generator (``synthetic.sample_labels``) and ``sizes``; without, ``estimated`` (the estimate
+        from every row), subsamples of the rows and the ``sizes`` up to half of them."""
+        if self.truth is not None:
+            return self.truth, (lambda n, seed: synthetic.sample_labels(n, seed=seed)), list(sizes)
+        half = len(self.table) // 2
+        return estimated, self.table[["expr", *self.aus]], [n for n in sizes if n <= half] or [max(1, half)]
+
+
+_NOT_AFFWILD2 = ("affectnet_like", "emotionet_like", "disfa_like", "bp4d_like")
+
+
+def coannotated_for(cfg: Mapping[str, Any], data_root: str | Path | None = None) -> CoannotatedRows:
+    """:class:`CoannotatedRows` of the profile: the twin's ``affwild2_like`` training rows (only that source is
+    rendered) or Aff-Wild2's training frames under ``data_root`` (labels only: no image is read)."""
+    if cfg["data"] == "real":
+        root = require_notebook(cfg["notebook"], data_root)
+        frames = datasets.load("affwild2", datasets.dataset_folder(root, "affwild2"))
+        frames = frames[(frames["split"] == "train") & frames["expr"].notna()]
+        aus = [a for a in AUS if frames[a].notna().any()]
+        table = frames[frames[aus].notna().any(axis=1)]
+        note = f"{len(table)} co-annotated Aff-Wild2 training frames from {table['video'].nunique()} videos"
+        return CoannotatedRows(table, aus, "Aff-Wild2", None, None, note)
+    study = _twin("affect", cfg, {"sources": {name: {"n_train": 0, "n_test": 0} for name in _NOT_AFFWILD2}})
+    spec = study.info["specs"]["affwild2_like"]
+    observed = under_label_noise(study.true_relatedness, class_noise=spec["expr_noise"], attr_noise=spec["au_noise"],
+                                 name="generator through the annotations")
+    table = study.sources["affwild2_like"].subset("train").table
+    note = (f"{len(table)} co-annotated training faces; expression noise {spec['expr_noise']}, AU label noise "
+            f"{spec['au_noise']}")
+    return CoannotatedRows(table, [a for a in AUS if a in spec["aus"]], "Aff-Wild2-like", study.true_relatedness,
+                           observed, note)
+
+
+class ObjectTables(NamedTuple):
+    """Class x attribute tables beyond expressions (P2 §3): ``tables`` by name; ``pool``, co-annotated identity
+    rows to estimate ``identity`` (the identity table) from, with ``n_identities`` identities and about
+    ``images_per_identity`` rows each (None when there are none); ``estimated``: ``identity`` is itself the
+    estimate from every row of the pool (real CelebA), so a check of an estimate uses at most half of them."""
+
+    tables: dict[str, Relatedness]
+    pool: pd.DataFrame | None
+    identity: Relatedness | None
+    n_identities: int
+    images_per_identity: int
+    estimated: bool
+
+
+def object_tables_for(cfg: Mapping[str, Any], data_root: str | Path | None = None, *, n_identities: int = 40,
+                      images_per_identity: int = 20, n_species: int = 30) -> ObjectTables:
+    """:class:`ObjectTables` of the profile: the identity twin (``images_per_identity`` co-annotated images of each
+    of ``n_identities``) and the species twin (``n_species``), their true tables; or, labels only, CelebA's
+    ``n_identities`` most frequent identities (R estimated from all their images) and CUB's shipped table, each
+    when it is under ``data_root`` (they are optional)."""
+    seed = cfg["seed"]
+    if cfg["data"] != "real":
+        ids = synthetic.identity_study(n_identities=n_identities, images_per_identity=0, attr_images_per_identity=0,
+                                       coann_images_per_identity=images_per_identity, test_images_per_identity=1,
+                                       size=32, seed=seed)
+        birds = synthetic.species_study(n_species=n_species, images_per_species=0, attr_images_per_species=0,
+                                        coann_images_per_species=1, test_images_per_species=1, size=32, seed=seed)
+        tables = {"identity twin": ids.true_relatedness, "species twin": birds.true_relatedness}
+        pool = ids.sources["coannotated"].subset("train").table
+        return ObjectTables(tables, pool, ids.true_relatedness, n_identities, images_per_identity, False)
+    root = require_notebook(cfg["notebook"], data_root)
+    tables, pool, identity = {}, None, None
+    if datasets.dataset_folder(root, "celeba").is_dir():
+        pool = datasets.load("celeba", datasets.dataset_folder(root, "celeba"), top_identities=n_identities)
+        identity = estimate(pool, "identity", datasets.celeba.ATTRIBUTES, class_labels=pool.attrs["identity_labels"],
+                            name="CelebA, all images")
+        n_identities, images_per_identity = len(identity.classes), len(pool) // len(identity.classes)
+        tables["CelebA"] = identity
+    if datasets.dataset_folder(root, "cub").is_dir():
+        tables["CUB-200-2011"] = datasets.cub.relatedness(datasets.dataset_folder(root, "cub"))
+    return ObjectTables(tables, pool, identity, n_identities, images_per_identity, True)

@@ -180,6 +180,37 @@ def test_relatedness_check_compares_with_the_truth_or_on_held_out_rows(twins, re
     assert cub.split == "train" and cub.reference.counts is None
 
 
+def test_coannotated_rows_of_the_twin_and_of_aff_wild2(tmp_path):
+    twin = studies.coannotated_for(_cfg("01", n_scale=0.1, image_size=24))
+    assert twin.name == "Aff-Wild2-like" and twin.aus == [a for a in AUS if a in synthetic.AU_SETS["abaw"]]
+    assert twin.table["expr"].notna().all() and (twin.table["split"] == "train").all()
+    assert twin.truth.name == "generator p(AU | expr)" and twin.observed.name == "generator through the annotations"
+    reference, draws, sizes = twin.curve(twin.truth, [10, 10_000])
+    assert reference is twin.truth and sizes == [10, 10_000] and len(draws(7, 0)) == 7   # fresh labels, any n
+    root = datasets.make_fixture_root(tmp_path / "data", names=("affwild2",))
+    real = studies.coannotated_for({**_cfg("01"), "data": "real"}, root)
+    assert real.truth is None and real.observed is None and real.name == "Aff-Wild2"
+    assert real.table[real.aus].notna().any(axis=1).all() and real.table["expr"].notna().all()
+    half = len(real.table) // 2
+    reference, draws, sizes = real.curve(twin.truth, [1, half, half + 1])   # scored against the estimate given
+    assert half > 1 and reference is twin.truth and sizes == [1, half]      # subsamples of at most half the rows
+    pd.testing.assert_frame_equal(draws, real.table[["expr", *real.aus]])
+
+
+def test_object_tables_of_the_twins_and_of_celeba_and_cub(tmp_path):
+    twin = studies.object_tables_for(_cfg("01"), n_identities=4, images_per_identity=3, n_species=3)
+    assert list(twin.tables) == ["identity twin", "species twin"] and not twin.estimated
+    assert twin.identity is twin.tables["identity twin"] and len(twin.pool) == 4 * 3
+    root = datasets.make_fixture_root(tmp_path / "data", names=("affwild2", "celeba", "cub"))
+    real = studies.object_tables_for({**_cfg("01"), "data": "real"}, root, n_identities=3)
+    assert list(real.tables) == ["CelebA", "CUB-200-2011"] and real.estimated
+    assert real.n_identities == len(real.identity.classes) <= 3
+    assert real.images_per_identity == len(real.pool) // real.n_identities
+    bare = datasets.make_fixture_root(tmp_path / "bare", names=("affwild2",))
+    assert studies.object_tables_for({**_cfg("01"), "data": "real"}, bare) == studies.ObjectTables(
+        {}, None, None, 40, 20, True)
+
+
 def _results() -> pd.DataFrame:
     rows = []
     for seed, bump in ((0, 0.0), (1, 0.02)):
