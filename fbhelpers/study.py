@@ -123,8 +123,8 @@ class Study:
         keep = tuple(t for t in self.tasks if t.name in tasks)
         coverage = annotation_coverage(self.split("train"), keep).sum(axis=1) > 0
         sources = {name: self.sources[name] for name in coverage.index[coverage]}
-        roles = Roles(**{r.name: getattr(self.roles, r.name) if getattr(self.roles, r.name) in sources else None
-                         for r in fields(Roles)})
+        kept = {role.name: getattr(self.roles, role.name) for role in fields(Roles)}
+        roles = Roles(**{role: name if name in sources else None for role, name in kept.items()})
         groups = {name: g for name, g in self.label_groups.items() if name in tasks}
         return replace(self, sources=sources, tasks=keep, couplings=[], label_groups=groups, roles=roles,
                        truth={n: t for n, t in self.truth.items() if n in sources})
