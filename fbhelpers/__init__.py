@@ -13,7 +13,8 @@ a table), ``experiments`` (the papers' ST vs MT vs coupling comparison), ``zeros
 ``paths`` (the repository, the notebooks' names, the data root), ``profiles`` (notebook set-up), ``recording``
 (``record``, a notebook's model file), ``references`` (recorded numbers against the tests' references), ``report``
 (summary.md / summary.html of a run), ``runner`` (the papermill suite), ``manifest`` (checking a data root against
-``data_manifest.yaml``). See the README for the public API.
+``data_manifest.yaml``). ``fb.record`` and ``fb.study_for`` are shortcuts to ``recording.record`` and
+``studies.study_for``. See the README for the public API.
 
 Submodules are imported on first use (``fb.train`` imports :mod:`fbhelpers.train`), so ``import fbhelpers`` does not
 import torch; the import rules between modules (which layer may import which) are checked by
@@ -32,18 +33,22 @@ __version__ = "0.1.0"
 SUBMODULES: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
                                             if not m.name.startswith("_")))
 
-__all__ = [*SUBMODULES, "record"]
+#: Functions ``fb.<name>`` reaches directly, by the module that holds them (imported on first use too).
+SHORTCUTS: dict[str, str] = {"record": "recording", "study_for": "studies"}
+
+__all__ = [*SUBMODULES, *SHORTCUTS]
 
 
 def __getattr__(name: str) -> Any:
-    """``fb.<submodule>`` imports that submodule on first use; ``fb.record`` is :func:`fbhelpers.recording.record`."""
-    if name == "record":
-        return importlib.import_module(".recording", __name__).record
+    """``fb.<submodule>`` imports that submodule on first use; ``fb.record`` is :func:`fbhelpers.recording.record`,
+    ``fb.study_for`` is :func:`fbhelpers.studies.study_for`."""
+    if name in SHORTCUTS:
+        return getattr(importlib.import_module(f".{SHORTCUTS[name]}", __name__), name)
     if name in SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    """The module's own names, every submodule (imported or not) and ``record``."""
+    """The module's own names, every submodule (imported or not) and the shortcuts."""
     return sorted({*globals(), *__all__})

@@ -193,6 +193,7 @@ def test_submodules_are_reached_lazily_and_listed():
     from fbhelpers import record, recording
 
     assert record is recording.record is fb.record
+    assert "study_for" in dir(fb) and fb.study_for is fb.studies.study_for
     assert fb.runner.record is record
     for name in fb.SUBMODULES:
         assert getattr(fb, name).__name__ == f"fbhelpers.{name}"
