@@ -58,16 +58,11 @@ def test_table_delta_m_and_negative_transfer():
         paired_difference(r, "mt_both", "mt", "mean_f1")
 
 
-def test_tiny_comparison_runs_every_variant(tmp_path):
-    import runpy
-
+def test_tiny_comparison_runs_every_variant():
     from fbhelpers.study import LabelGroups, Study
-    from test_train import TINY
+    from helpers import block_study
 
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY)
-    ns = runpy.run_path(str(path), run_name="tiny")
-    _, sources, couplings, _ = ns["build"](n=60)
+    _, sources, couplings, _ = block_study(n=60)
     from fbhelpers.tasks import FACE_TASKS
 
     study = Study(sources, FACE_TASKS, couplings, None,
@@ -130,20 +125,16 @@ def test_overview_means_over_test_sets_then_seeds_and_label_scores():
         label_scores(r, "mt_both")
 
 
-def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history(tmp_path):
-    import runpy
-
+def test_fit_variant_reproduces_the_comparison_run_and_keeps_model_and_history():
     from fbhelpers.experiments import ABLATIONS, VARIANTS, fit_variant
     from fbhelpers.losses import LossConfig
     from fbhelpers.study import LabelGroups, Study
     from fbhelpers.tasks import FACE_TASKS
-    from test_train import TINY
+    from helpers import block_study
 
     for config in {**VARIANTS, **ABLATIONS}.values():
         LossConfig(**config)  # every named variant is a valid loss configuration
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY)
-    _, sources, couplings, _ = runpy.run_path(str(path), run_name="tiny")["build"](n=60)
+    _, sources, couplings, _ = block_study(n=60)
     study = Study(sources, FACE_TASKS, couplings, None,
                   label_groups={"au": LabelGroups(labelled=("AU1", "AU2"), unlabelled=("AU4",))})
     kw = dict(steps=4, quota=4, backbone_kw={"widths": (4, 4, 4, 4)}, augment=False, device="cpu")
