@@ -48,7 +48,7 @@ def _fit_syncs(monkeypatch, validate: bool) -> list[int]:
         starts.append(counter.total)
         return real_step(state, dataclasses.replace(recipe, validate=True) if validate else recipe)
 
-    monkeypatch.setattr(train, "train_step", counted_step)
+    monkeypatch.setattr(train.loop, "train_step", counted_step)  # the name fit calls, in fbhelpers/train/loop.py
     with SyncCounter() as counter:
         train.fit(bench_model(case.tasks), case.sources, case.tasks, case.couplings,
                   LossConfig(coann="soft", dm="both"), steps=6, quota=4, device="cpu", progress=False,
@@ -84,7 +84,7 @@ def test_run_tiny_rows():
 def test_fit_validates_the_couplings_once_before_training(monkeypatch):
     """What the steps no longer check is refused at set-up, before the first step, naming the coupling."""
     case = coupled_case(7, 17, n=16, size=16)
-    monkeypatch.setattr(train, "train_step", lambda *a: pytest.fail("a step ran"))
+    monkeypatch.setattr(train.loop, "train_step", lambda *a: pytest.fail("a step ran"))
     r = torch.tensor(case.couplings[0].relatedness.matrix(case.tasks[0].labels, case.tasks[1].labels),
                      dtype=torch.float32)
     estimated = [dataclasses.replace(case.couplings[0], relatedness=r * 0.9)]
