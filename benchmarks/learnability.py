@@ -176,10 +176,12 @@ def main() -> None:
                     help="flip: horizontal flips only (the twin is left/right symmetric); default: "
                          "fbhelpers.batching.augment's defaults (crop, rotation, flip, brightness, contrast); none")
     ap.add_argument("--dm", choices=["none", *DIRECTIONS], default="none",
-                    help="distribution matching with DU's table (docs/method.md#coupling-terms); none = plain multi-task")
+                    help="distribution matching with DU's table (docs/method.md#coupling-terms); "
+                         "none = plain multi-task")
     ap.add_argument("--expr-weight", type=float, default=1.0,
-                    help="loss weight of the expression task (AU and VA keep 1; docs/method.md#the-total-loss, lambda_t); with "
-                         "--expr-head au it only scales the small head's gradient (AdamW hardly notices)")
+                    help="loss weight of the expression task (AU and VA keep 1; "
+                         "docs/method.md#the-total-loss, lambda_t); with --expr-head au it only scales the small "
+                         "head's gradient (AdamW hardly notices)")
     ap.add_argument("--seed", type=int, default=0, help="CNN initialisation and sampling seed")
     ap.add_argument("--linear-c", type=float, default=0.01, help="inverse L2 strength of the logistic regressions")
     ap.add_argument("--linear-iter", type=int, default=100)

@@ -1,5 +1,5 @@
-"""The reverse case: scarce expression labels, plentiful AUs (docs/method.md#where-coupling-matters; P1 §3.2 / P2 §3, DM
-attributes -> class).
+"""The reverse case: scarce expression labels, plentiful AUs (docs/method.md#where-coupling-matters;
+P1 §3.2 / P2 §3, DM attributes -> class).
 
     python benchmarks/reverse_coupling.py        # 3 seeds x (MT, co-annotation, DM one way / the other / both)
     python benchmarks/reverse_coupling.py --steps 100 --seeds 0 --out runs/reverse_quick

@@ -182,12 +182,14 @@ def _delta_m_term(mt: float, st: float, higher_is_better: bool = True, floor: fl
 def delta_m(mt: Mapping[str, float], st: Mapping[str, float],
             higher_is_better: Mapping[str, bool] | None = None, floor: float = DELTA_M_FLOOR) -> float:
     """Mean relative improvement of a multi-task model over single-task ones (Maninis et al. CVPR 2019, the
-    MTL-survey Δm as LibMTL computes it; docs/method.md#delta-m): Δm = mean_k (−1)^{l_k} (M_mt,k − M_st,k) / M_st,k with
-    l_k = 1 when lower is better for metric k. Returned as a fraction (0.05 = +5 %); negative values mean negative
+    MTL-survey Δm as LibMTL computes it; docs/method.md#delta-m):
+    Δm = mean_k (−1)^{l_k} (M_mt,k − M_st,k) / M_st,k with l_k = 1 when lower is better for metric k. Returned as a
+    fraction (0.05 = +5 %); negative values mean negative
     transfer on average. ``higher_is_better`` defaults to True for every metric.
 
     The ratio assumes a positive baseline. Rule for a single-task value below ``floor`` [choice] (default 0.1;
-    docs/method.md#delta-m): the term divides by ``floor`` instead, (−1)^{l_k} (M_mt,k − M_st,k) / max(M_st,k, floor).
+    docs/method.md#delta-m): the term divides by ``floor`` instead,
+    (−1)^{l_k} (M_mt,k − M_st,k) / max(M_st,k, floor).
     A negative baseline would flip the sign of the ratio (a CCC going from −0.05 to 0.10 would count as −3.0; now
     +1.5) and a near-zero one blow it up (0.002 → 0.3: 149; now 2.98); the rule keeps the sign, bounds the term
     by |M_mt − M_st| / floor and is continuous in the baseline (the same value on either side of the floor).

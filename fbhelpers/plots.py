@@ -135,8 +135,8 @@ def _uncertain_note(rel: Relatedness) -> str:
 
 def relatedness_heatmap(rel: Relatedness, ax: Axes | None = None, annot: bool = True, title: str | None = None,
                         cmap: str = "Blues", figsize: tuple[float, float] | None = None) -> Figure:
-    """Heatmap of p(attribute | class) (docs/method.md#relatedness; the expression -> AU tables of DU Table 1 / P1 §3-4,
-    or CUB's 200 x 312 class-attribute table of P2). Cells carry 2-decimal values (exact zeros left blank) when
+    """Heatmap of p(attribute | class) (docs/method.md#relatedness; the expression -> AU tables of DU Table 1 /
+    P1 §3-4, or CUB's 200 x 312 class-attribute table of P2). Cells carry 2-decimal values (exact zeros left blank) when
     ``annot`` and the table is at most ``MAX_ANNOT`` = 20 x 30; larger tables get no annotations and at most
     ``MAX_TICKS`` tick labels per axis. Rows in ``rel.uncertain`` are marked with ``*`` in their tick label and
     counted after the title (default ``rel.name``)."""

@@ -437,7 +437,8 @@ BROWSER_VARIANTS = {"st": "ST", "mt": "MT", "mt_dm": "MT + DM"}
 def variant_predictions(models: Mapping[tuple, object], sources: Mapping[str, object], seed: int,
                         variants: Mapping[str, str] | None = None, device: str = "auto") -> dict:
     """Predictions of the networks kept by ``experiments.compare_coupling(..., keep_models=True)`` (its
-    ``.models``, keys ``(variant, seed, tasks)``; ST has one network per task) on every source: ``{label: {source: {task: array}}}``."""
+    ``.models``, keys ``(variant, seed, tasks)``; ST has one network per task) on every source: ``{label: {source:
+    {task: array}}}``."""
     from . import train
 
     out: dict = {}

@@ -3,9 +3,9 @@
 ``LAYERS`` is the documented order of fbhelpers' modules (docs/design.md shows the same table), lowest first. A
 module may import the modules of lower layers and, within its own layer, those listed before it; never a module
 listed after it. Every import counts, also one inside a function (it is a dependency all the same; it only defers
-the cost). A package (``datasets``, ``synthetic``, ``losses``, ``bench``) is one entry: its own modules import each
-other freely. The bare package ``fbhelpers`` (``__version__``) may be imported from anywhere: its ``__init__``
-imports no submodule until one is asked for.
+the cost). A package (``datasets``, ``synthetic``, ``losses``, ``models``, ``train``, ``bench``) is one entry: its own
+modules import each other freely. The bare package ``fbhelpers`` (``__version__``) may be imported from anywhere:
+its ``__init__`` imports no submodule until one is asked for.
 
 The layers up to ``data`` import no torch, so that ``import fbhelpers``, the data check (``python -m fbhelpers
 check-data``), the loaders and the twins stay light; that is checked in a fresh interpreter.

@@ -45,8 +45,9 @@ class CouplingTerm:
     ``directions``: direction name -> loss function (``"both"`` sums them in registration order).
     ``defaults``: every option of the direction functions with its default (besides ``direction``, whose
     default is ``default_direction``). ``labels``: the term reads the heads' labels (co-annotation does,
-    distribution matching does not). ``r_like``: the head whose dtype R takes ("class" or "attr"). ``check``: ValueError on a bad option value
-    (run on every call, before any tensor is read). ``check_relatedness(r, options)``: the set-up check of an aligned
+    distribution matching does not). ``r_like``: the head whose dtype R takes ("class" or "attr"). ``check``:
+    ValueError on a bad option value (run on every call, before any tensor is read). ``check_relatedness(r,
+    options)``: the set-up check of an aligned
     R that reads it back (a host sync), e.g. hard co-annotation's prototypical sets; the trainer runs it once.
     """
 

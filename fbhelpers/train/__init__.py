@@ -23,7 +23,7 @@ How ``fit`` is built, in reading order:
 One module per concern, each importing only those above it: ``config`` (``TrainConfig``); ``devices`` (device,
 autocast, torchrun process group); ``step`` (``TrainState``, ``Recipe``, ``train_step``); ``setup`` (the
 sources checked, optimiser and schedule, couplings aligned, the resume settings, the initial state);
-``inference`` (``evaluate``, ``predict``, ``features``); ``monitor`` (the fixed points); ``loop`` (``Setup``,
+``evaluation`` (``evaluate``, ``predict``, ``features``); ``monitor`` (the fixed points); ``loop`` (``Setup``,
 ``prepare``, ``fit``). Every public name is importable from ``fbhelpers.train``.
 
 Device-agnostic: CPU or CUDA (``device="auto"``), bf16 autocast on CUDA, optional ``channels_last`` and
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from .config import TrainConfig
 from .devices import resolve_device
-from .inference import evaluate, features, predict
+from .evaluation import evaluate, features, predict
 from .loop import Setup, fit, prepare
 from .setup import augment_options, check_sources
 from .step import Recipe, TrainState, train_step

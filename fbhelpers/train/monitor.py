@@ -14,7 +14,7 @@ from ..callbacks import Callback
 from ..source import Source
 from ..study import Study
 from ..tasks import Task
-from .inference import evaluate
+from .evaluation import evaluate
 from .step import TrainState
 
 
