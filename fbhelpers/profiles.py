@@ -14,9 +14,8 @@ Settings (the same keys for every notebook, so one ``-p KEY VALUE`` applies acro
   dataset used (1.0 = all).
 - ``steps``: optimisation steps per trained model. ``eval_every``: steps between evaluations (0 = at the end only).
 - ``quota``: images per source in each multi-source batch (batch size = quota x number of sources).
-- ``n_seeds``: repetitions per configuration (seeds ``SEED, SEED+1, ...``; docs/method.md#seeds-and-spread: keep every
-result over
-  several seeds). ``backbone``: a name of ``fbhelpers.models.BACKBONES``.
+- ``n_seeds``: repetitions per configuration (seeds ``SEED, SEED+1, ...``; docs/method.md#seeds-and-spread: keep
+  every result over several seeds). ``backbone``: a name of ``fbhelpers.models.BACKBONES``.
 - ``device``: preferred device when the notebook's ``DEVICE`` parameter is "auto": "cpu", "cuda" or "auto".
 - ``backbone_kw``: keyword arguments of the backbone factory (e.g. ``{"widths": [16, 32, 64, 128]}`` for a
   narrower cnn4 on a CPU; {} = the backbone's defaults).
