@@ -274,18 +274,28 @@ def test_paths_leaving_the_folder_are_skipped_counted_and_listed(tmp_path, caplo
     (root / "images" / "link.jpg").symlink_to(outside)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         table = generic.load(root)
-    assert table["path"].tolist() == ["images/a.jpg"]
-    assert table.attrs["skipped"] == {"path outside the dataset folder": 4}
+    assert table["path"].tolist() == ["images/a.jpg", "images/link.jpg"]   # a link the user made is followed
+    assert table.attrs["skipped"] == {"path outside the dataset folder": 3}
     warned = [r.getMessage() for r in caplog.records if "allow_outside_root=True" in r.getMessage()]
-    assert len(warned) == 1 and "4 rows skipped, path outside the dataset folder" in warned[0]
-    assert f"'../secret.jpg', '{outside}', 'images/../../other.jpg', ..." in warned[0]
+    assert len(warned) == 1 and "3 rows skipped, path outside the dataset folder" in warned[0]
+    assert f"'../secret.jpg', '{outside}', 'images/../../other.jpg'" in warned[0]
     assert generic.load(root, check_images=False).attrs["skipped"] == {"path outside the dataset folder": 3}
     kept = generic.load(root, allow_outside_root=True)               # other.jpg does not exist
     assert kept["path"].tolist() == [r.split(",")[0] for r in rows if "other" not in r]
     assert kept.attrs["skipped"] == {"no image file": 1}
 
 
-def test_every_loader_refuses_an_image_linked_from_outside(tmp_path):
+def test_an_image_folder_linked_to_another_disk_is_read(tmp_path):
+    disk = csv_root(tmp_path / "disk", [], images=("images/a.jpg", "images/b.jpg"))
+    root = csv_root(tmp_path / "CAD", ["images/a.jpg,coat,train,1", "images/b.jpg,dress,test,0"])
+    (root / "images").symlink_to(disk / "images", target_is_directory=True)
+    table = generic.load(root)
+    assert table["path"].tolist() == ["images/a.jpg", "images/b.jpg"]
+    assert table.attrs["skipped"] == {}
+
+
+def test_every_loader_follows_an_image_linked_from_another_disk(tmp_path):
+    """Links are the user's own layout (an image folder or a file on another disk): followed, not refused."""
     outside = tmp_path / "elsewhere.jpg"
     common.write_image(outside, 3, (8, 8))
     for name in ("affectnet", "rafdb_basic", "celeba", "cub", "emotionet", "affwild2", "disfa", "bp4d"):
@@ -297,9 +307,8 @@ def test_every_loader_refuses_an_image_linked_from_outside(tmp_path):
         victim.unlink()
         victim.symlink_to(outside)
         after = entry.load(folder)
-        assert len(after) == len(before) - 1, name
-        assert after.attrs["skipped"]["path outside the dataset folder"] == 1, name
-        assert len(entry.load(folder, allow_outside_root=True)) == len(before), name
+        assert len(after) == len(before), name
+        assert "path outside the dataset folder" not in after.attrs["skipped"], name
 
 
 # --- EmotioNet values outside the format; RAF-DB labels that are not integers ---------------------------------------

@@ -112,8 +112,8 @@ def load(root: str | Path, *, classes: int = 7, unlabelled: str = "drop", check_
     et al., IEEE TAC 2017). ``classes``: 7 (contempt dropped, counted) or 8 (contempt = ``expr`` code 7, see
     :data:`EXPRESSIONS_8`); ``unlabelled``: ``"drop"`` (codes 8-10 counted per code) or ``"keep"`` (``expr`` <NA>,
     VA kept when annotated); ``check_images``: drop and count rows whose image file is absent;
-    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute path, a link
-    pointing out; counted and skipped by default)."""
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..`` or an absolute path in the
+    annotation; counted and skipped by default)."""
     if classes not in (7, 8):
         raise ValueError(f"classes must be 7 or 8, got {classes!r}")
     if unlabelled not in ("drop", "keep"):

@@ -286,7 +286,7 @@ def load(root: str | Path, *, layout: str | None = None, annotations: str | Path
     {split: file name} of the MTL layout; ``other``: ``"missing"`` or ``"keep"`` (EXPR code 7); ``overlap``:
     ``"keep"`` or ``"val"`` (a video with task files in both splits); ``check_images``: drop and count frames
     without an image under ``cropped_aligned/``; ``allow_outside_root``: keep rows whose image path leaves the dataset
-    folder (``..``, an absolute path, a link pointing out; counted and skipped by default)."""
+    folder (``..`` or an absolute path in the annotation; counted and skipped by default)."""
     if layout not in (None, *SPLIT_FOLDERS, "mtl"):
         raise ValueError(f"layout must be one of {[*SPLIT_FOLDERS, 'mtl']} or None, got {layout!r}")
     if other not in ("missing", "keep") or overlap not in ("keep", "val"):

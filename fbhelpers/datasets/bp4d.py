@@ -110,8 +110,8 @@ def load(root: str | Path, *, images: str = IMAGES, fold: int = 0, folds: Sequen
     standard AUs, subject-independent ``fold`` of ``folds`` as "test" (mappings in the module docstring).
     ``images``: path pattern of the extracted frames (fields ``subject``, ``task``, ``frame``); ``check_images``:
     drop and count frames whose image is absent (per subject in ``attrs["skipped_detail"]["no image per
-    subject"]``); ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute
-    path, a link pointing out; counted and skipped by default)."""
+    subject"]``); ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..`` or an absolute
+    path in the annotation; counted and skipped by default)."""
     base = common.dataset_root(root, NAME, [OCC], FOLDER)
     files = [(p, FILE_NAME.match(p.name)) for p in sorted((base / OCC).glob("*.csv"))]
     files = [(p, m) for p, m in files if m]

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..display import show_progress
 from ..files import DISK_ERRNOS, DiskFullError, atomic_path, check_free_space, disk_errors
-from ..images import decode_image
+from ..images import DECODER_VERSION, decode_image
 from ..source import Source
 from .common import BOX_COLUMNS, LOG
 
@@ -347,7 +347,8 @@ def build_cache(paths: Sequence[str | Path], root: str | Path, size: int | tuple
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    spec = {"root": str(Path(root).expanduser().resolve()), "size": list(_size(size)), "mode": mode}
+    spec = {"root": str(Path(root).expanduser().resolve()), "size": list(_size(size)), "mode": mode,
+            "decoder": DECODER_VERSION}
     keys = _key_frame(paths, boxes).drop_duplicates()
     if keys.empty:
         raise ValueError("build_cache: no image paths given")

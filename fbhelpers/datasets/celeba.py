@@ -145,8 +145,8 @@ def load(root: str | Path, *, top_identities: int | None = None, check_images: b
     number, the number in ``identity_id``) and the 40 attributes (float 0/1) of :data:`ATTRIBUTES`, split from
     ``list_eval_partition.txt`` (0 train, 1 val, 2 test). ``top_identities``: keep the N identities with the most
     images (None = all; applied after ``check_images``, so codes stay 0..K-1 over identities present).
-    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute path, a link
-    pointing out; counted and skipped by default)."""
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..`` or an absolute path in the
+    annotation; counted and skipped by default)."""
     base = common.dataset_root(root, NAME, FILES, FOLDER)
     names, matrix = _attributes(base / ATTR_FILE)
     identity = _pairs(base / IDENTITY_FILE, "identity")

@@ -43,7 +43,7 @@ SHOWN = 3          # paths named in a warning per reason
 HINTS: dict[str, str] = {
     NOT_REGULAR: " (a folder, FIFO or device named like an image)",
     UNREADABLE: " (a link loop, or a folder without read permission)",
-    OUTSIDE: " (pass allow_outside_root=True to read images reached through '..', an absolute path or a link)",
+    OUTSIDE: " (pass allow_outside_root=True to read images an annotation names through '..' or an absolute path)",
 }
 #: a face box in pixels of the original image (AffectNet's), which the image cache crops to; NaN = whole image
 BOX_COLUMNS: tuple[str, ...] = ("box_x", "box_y", "box_w", "box_h")
@@ -199,13 +199,14 @@ def report_skips(table: pd.DataFrame, source: str, skipped: Mapping[str, int],
 
 def image_problems(root: Path, paths: Sequence[str], *, listing: bool = True,
                    allow_outside_root: bool = False) -> np.ndarray:
-    """Per path, ``""`` when ``root / path`` is an image a loader keeps, else why not: :data:`OUTSIDE` (the resolved
-    path leaves ``root``: ``..``, an absolute path, a link pointing out; unless ``allow_outside_root``),
+    """Per path, ``""`` when ``root / path`` is an image a loader keeps, else why not: :data:`OUTSIDE` (the path as
+    written leaves ``root`` through ``..`` or is absolute; unless ``allow_outside_root``; links the user made inside
+    ``root`` are followed wherever they point, so a dataset's image folder may live on another disk),
     :data:`NO_IMAGE`, :data:`NOT_REGULAR` (a folder, FIFO or device) or :data:`UNREADABLE` (a link loop, a folder
     without read permission). Each folder is resolved and listed once (``os.scandir``) instead of one ``stat`` per
     path: millions of frames in a few thousand folders are checked in seconds. ``listing=False``: only the
     :data:`OUTSIDE` check of the folders, nothing listed."""
-    base = os.path.realpath(root)
+    base = os.path.normpath(os.path.abspath(root))
     folders: dict[str, dict[str, str] | str | None] = {}
     out = np.empty(len(paths), dtype=object)
     for i, path in enumerate(paths):
@@ -225,28 +226,26 @@ def _folder_entries(root: Path, folder: str, base: str, listing: bool, allow_out
                     ) -> dict[str, str] | str | None:
     """``{entry name: "" or reason}`` of one folder, one reason for all of it, or None (not listed)."""
     where = os.path.join(root, folder)
-    if not allow_outside and not _inside(os.path.realpath(where), base):
+    if not allow_outside and not _inside(os.path.normpath(os.path.abspath(where)), base):
         return OUTSIDE
     if not listing:
         return None
     try:
         with os.scandir(where) as entries:
-            return {e.name: _entry_problem(e, base, allow_outside) for e in entries}
+            return {e.name: _entry_problem(e) for e in entries}
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError:
         return UNREADABLE
 
 
-def _entry_problem(entry: os.DirEntry, base: str, allow_outside: bool) -> str:
-    """``""`` for a regular file (links followed) inside ``base``, else the reason (a dangling link: no image)."""
+def _entry_problem(entry: os.DirEntry) -> str:
+    """``""`` for a regular file (links followed), else the reason (a dangling link: no image)."""
     try:
         if not entry.is_file():
             return NO_IMAGE if entry.is_symlink() and not os.path.exists(entry.path) else NOT_REGULAR
     except OSError:
         return UNREADABLE
-    if entry.is_symlink() and not allow_outside and not _inside(os.path.realpath(entry.path), base):
-        return OUTSIDE
     return ""
 
 

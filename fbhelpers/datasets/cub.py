@@ -190,8 +190,8 @@ def load(root: str | Path, *, not_visible: str = "missing", check_images: bool =
     """CUB-200-2011 (Wah et al., CNS-TR-2011-001) as a canonical table: ``species`` (class_id - 1), one float 0/1
     column per attribute (names from attributes.txt), split from train_test_split.txt (1 train, 0 test).
     ``not_visible``: ``"missing"`` (certainty 1 -> NaN, default) or ``"keep"``; see the module docstring.
-    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..``, an absolute path, a link
-    pointing out; counted and skipped by default)."""
+    ``allow_outside_root``: keep rows whose image path leaves the dataset folder (``..`` or an absolute path in the
+    annotation; counted and skipped by default)."""
     if not_visible not in ("missing", "keep"):
         raise ValueError(f"not_visible must be 'missing' or 'keep', got {not_visible!r}")
     base = common.dataset_root(root, NAME, FILES, FOLDER)

@@ -101,7 +101,7 @@ def load(root: str | Path, *, threshold: int = 2, images: str = IMAGES, fold: in
     docstring). ``images``: path pattern of the extracted frames (fields ``subject``, ``frame``, ``index``);
     ``check_images``: drop and count frames whose image is absent (per subject in
     ``attrs["skipped_detail"]["no image per subject"]``); ``allow_outside_root``: keep rows whose image path leaves the
-    dataset folder (``..``, an absolute path, a link pointing out; counted and skipped by default)."""
+    dataset folder (``..`` or an absolute path in the annotation; counted and skipped by default)."""
     if threshold not in range(1, 6):
         raise ValueError(f"threshold must be an intensity 1..5, got {threshold!r}")
     base = common.dataset_root(root, NAME, [LABELS], FOLDER)

@@ -197,7 +197,7 @@ def load(root: str | Path, *, annotations: str | Path | None = None, images: str
     root); ``url_column``: the URL column's name; ``image_name``: URL -> file name rule or a column of file names;
     ``fractions`` / ``seed``: the split; ``compound_column``: optional compound-label column [unverified];
     ``check_images``: drop and count rows whose image is absent; ``allow_outside_root``: keep rows whose image path
-    leaves the dataset folder (``..``, an absolute path, a link pointing out; counted and skipped by default)."""
+    leaves the dataset folder (``..`` or an absolute path in the annotation; counted and skipped by default)."""
     base, path = _find(root, annotations)
     header, rows = _read(path)
     url = _column(path, header, url_column, URL_COLUMNS, "image URL")

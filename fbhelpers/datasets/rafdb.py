@@ -89,7 +89,7 @@ def load_basic(root: str | Path, *, check_images: bool = True, allow_outside_roo
     """RAF-DB basic (Li, Deng, Du, CVPR 2017) as the canonical face table: ``expr`` from labels 1-7 (mapping in
     the module docstring), split from the ``train_`` / ``test_`` prefix; AU and VA columns missing.
     ``check_images``: drop and count rows whose aligned image is absent; ``allow_outside_root``: keep rows whose
-    image is a link pointing out of the dataset folder (counted and skipped by default)."""
+    image path leaves the dataset folder (counted and skipped by default)."""
     frame, skipped = _load(root, "rafdb_basic", "basic", BASIC, "expr", EXPRESSIONS, check_images,
                            allow_outside_root)
     return common.report_skips(common.canonical(frame, "rafdb_basic"), "rafdb_basic", skipped)
