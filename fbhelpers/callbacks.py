@@ -76,6 +76,10 @@ class Callback:
     def on_step_end(self, state: Any) -> None:
         """After every step's fixed points, with the ``train.TrainState``."""
 
+    def on_stop(self, state: Any) -> None:
+        """Training ended before its last step because a callback set ``stopped``: after the last steps were read
+        back, with the ``train.TrainState`` (on the ranks this callback runs on)."""
+
     def on_end(self, history: pd.DataFrame) -> None:
         """After training (not after an error): the whole history, ``attrs`` ``best_step`` and ``best_score``."""
 

@@ -109,8 +109,11 @@ class Checkpointer(Callback):
         return step == self.steps or step % self.every == 0
 
     def on_step_end(self, state: _Resumable) -> None:
-        if self.needs_history(state.step) or (self.selection is not None and self.selection.stopped):
+        if self.needs_history(state.step):
             self.write(state)
+
+    def on_stop(self, state: _Resumable) -> None:
+        self.write(state)  # an early stop (patience or any callback) is final: resume must not train on
 
     def write(self, state: _Resumable) -> None:
         if self.rank != 0:

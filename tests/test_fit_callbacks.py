@@ -234,6 +234,45 @@ def test_early_stop_is_final_on_resume(tmp_path):
     assert list(again["step"]) == list(first["step"]) and again.attrs == first.attrs
 
 
+# the loss settings a checkpoint of the release before the coupling registry holds
+PREVIOUS_LOSS_SETTINGS = ("task_weights", "coann", "coann_weight", "coann_direction", "coann_threshold",
+                          "coann_attributes", "coann_empty_row", "dm", "dm_weight", "dm_reduction", "dm_detach",
+                          "dm_variant", "dm_divergence", "dm_temperature", "dm_empty_row", "dm_bernoulli_kl", "dm_eps",
+                          "dm_warmup_steps")
+
+
+def test_checkpoints_of_the_previous_release_still_resume(tmp_path):
+    """A run that names no registered term saves the loss settings the previous release saved, so a checkpoint
+    written before the registry resumes (the guard compares every key)."""
+    train(steps=2, checkpoint_dir=tmp_path)
+    assert tuple(load_checkpoint(tmp_path / CHECKPOINT)["config"]["loss"]) == PREVIOUS_LOSS_SETTINGS
+    train(steps=2, checkpoint_dir=tmp_path / "named", loss=LossConfig(couplings={"dm": {}}))
+    assert load_checkpoint(tmp_path / "named" / CHECKPOINT)["config"]["loss"]["couplings"] == {"dm": {}}
+
+
+class StopAt(Callback):
+    """Your own stopping rule: on every rank (``all_ranks``), ends training after ``step``."""
+
+    all_ranks = True
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, state) -> None:
+        self.stopped = state.step >= self.step
+
+
+def test_a_stop_by_your_callback_is_checkpointed(tmp_path):
+    first = train(steps=12, checkpoint_every=5, checkpoint_dir=tmp_path, callbacks=[StopAt(7)])
+    assert list(first["step"]) == list(range(1, 8))
+    assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 7            # not the step-5 checkpoint
+    assert list(pd.read_csv(tmp_path / "history.csv")["step"]) == list(range(1, 8))
+    # a resume continues from step 7 (your callback's state is yours: this one stops again after one step)
+    again = train(steps=12, checkpoint_every=5, checkpoint_dir=tmp_path, resume=True, callbacks=[StopAt(7)])
+    assert list(again["step"]) == list(range(1, 9))
+    assert again["total"].iloc[:7].tolist() == first["total"].tolist()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(val_split=None), r"select='au/mean_auc' needs val_split"),
     (dict(select=None, patience=2), "patience=2 needs select"),

@@ -107,9 +107,12 @@ class _Monitor:
 
     def finish(self, state: TrainState) -> None:
         """Read back and log the steps still on the device (after a callback stopped training between two
-        read-backs)."""
+        read-backs); tell the callbacks when a callback stopped training early."""
         self.losses.flush()
         self._log(state.rows)
+        if self.stopped:
+            for callback in self.callbacks:
+                callback.on_stop(state)
 
     def _evaluate(self, state: TrainState) -> None:
         step, results = state.step, {}

@@ -161,9 +161,11 @@ def _settings(state: TrainState, tasks: Sequence[Task], loss_config: LossConfig,
     model = state.model
     spec = _model_spec(model) or {"parameters": [[n, list(p.shape)] for n, p in model.named_parameters()]}
     sampler = state.loader.sampler
+    loss = dataclasses.asdict(loss_config)
+    if not loss["couplings"]:  # the settings of runs that select no registered term by name stay as they were
+        del loss["couplings"]
     return plain_data({**options, "quota": sampler.quota, "sources": sampler.sizes, "input_size": input_size,
-                       "tasks": [t.name for t in tasks], "loss": dataclasses.asdict(loss_config),
-                       "couplings": couplings, "model": spec})
+                       "tasks": [t.name for t in tasks], "loss": loss, "couplings": couplings, "model": spec})
 
 
 def _options(config: TrainConfig, world: int) -> dict[str, Any]:
