@@ -37,6 +37,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", "
 """Suffixes (lower case) of the files a folder listing takes as images: the common formats Pillow decodes."""
 BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 """The colour transparent pixels are composited on [choice]: black."""
+DECODER_VERSION = 2
+"""Changes whenever :func:`decode_image` gives other pixels for some file (2: transparency composited on
+``BACKGROUND``, 16-bit and float modes scaled); part of the image cache's key, so a cache never mixes decoders."""
 INT16_MODES: tuple[str, ...] = ("I;16", "I;16L", "I;16B", "I;16N")
 ALPHA_MODES: tuple[str, ...] = ("LA", "La", "PA", "RGBA", "RGBa")
 _KINDS = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",

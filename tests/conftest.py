@@ -37,6 +37,7 @@ TEST_TIERS = {
     "test_runner.py::test_a_kernel_that_never_started_is_retried_once_and_a_dead_worker_is_a_failure": "slow",
     "test_benchmarks.py::test_learnability_runs_and_scores": "slow",                         # 6 s
     "test_cache.py::test_resume_after_sigkill_gives_the_bytes_of_an_uninterrupted_build": "slow",  # 5.4 s
+    "test_disk_full.py::test_fit_checkpoint_over_the_file_size_limit_is_a_clear_error": "slow",   # 13 s
 }
 
 

@@ -71,6 +71,17 @@ def test_cache_bytes_index_and_repeated_rows(tmp_path):
         packed.rows(["nope.png"])
 
 
+def test_a_new_decoder_gets_a_new_cache(tmp_path, monkeypatch):
+    from fbhelpers.datasets import cache
+
+    names = write_images(tmp_path / "data", 2)
+    first = build_cache(names, tmp_path / "data", 8, tmp_path / "cache", progress=False)
+    assert build_cache(names, tmp_path / "data", 8, tmp_path / "cache", progress=False).stats.decoded == 0
+    monkeypatch.setattr(cache, "DECODER_VERSION", cache.DECODER_VERSION + 1)
+    second = build_cache(names, tmp_path / "data", 8, tmp_path / "cache", progress=False)
+    assert second.stats.decoded == 2 and second.folder != first.folder
+
+
 def test_crop_boxes_match_manual_pil_crop_and_resize(tmp_path):
     names = write_images(tmp_path, 3, seed=1, suffix=".jpg")
     nan = np.nan
