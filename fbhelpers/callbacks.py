@@ -11,6 +11,7 @@ only under DDP (unless the callback sets ``all_ranks``), and every method is a n
 - ``on_evaluated(state, scores)``: after a step's evaluations, before its rows are logged (``state``: the
   ``train.TrainState``; ``scores``: history prefix, ``"eval"`` / ``"val"``, -> tidy scores, empty off rank 0);
 - ``on_step_end(state)``: after every step's fixed points;
+- ``on_stop(state)``: training ended early because a callback set ``stopped`` (after the last read-back);
 - ``on_end(history)``: after training (not after an error).
 
 A callback with ``all_ranks = True`` runs on every rank; only such a callback may ask for the history to be read
