@@ -2,7 +2,7 @@
 docs/method.md#zero-shot-and-few-shot, docs/method.md#measuring-the-claims).
 
 Every function returns a :class:`matplotlib.figure.Figure` and works headless (Agg). Figures a function creates
-itself are detached from pyplot (``plt.close``) before they are returned, so a notebook shows each one exactly
+itself are never registered with pyplot (built as ``matplotlib.figure.Figure``), so a notebook shows each one exactly
 once (as the cell's value or via ``display(fig)``) and loops do not pile up open figures; where a function takes
 ``ax``, it draws into that axes and returns its figure untouched. :func:`save` writes a PNG.
 Paper references: P0 = arXiv 1910.11111, P1 = arXiv 2105.03790, P2 = arXiv 2401.01219, DU = Du et al. PNAS 2014.
@@ -51,14 +51,21 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     return path
 
 
+_GRID_KW = ("sharex", "sharey", "width_ratios", "height_ratios", "subplot_kw", "gridspec_kw")
+# pyplot's backend loaded once, as pyplot does at its first figure (matplotlib is pinned): in a notebook this is the
+# inline backend, which registers how a Figure is shown; our figures themselves never pass through pyplot, so none
+# can be shown half-built or twice, e.g. by a widget callback running beside a cell
+plt._get_backend_mod()
+
+
 def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8),
              **kw) -> tuple[Figure, np.ndarray]:
-    """A styled figure with a 2-D array of axes (``plt.subplots(..., squeeze=False)``), detached from pyplot
-    (see the module docstring)."""
+    """A styled figure with a 2-D array of axes (as ``plt.subplots(..., squeeze=False)``), never registered with
+    pyplot (see the module docstring): no backend tracks or shows it, not even one made in a widget callback."""
     style()
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kw)
-    plt.close(fig)
-    return fig, axes
+    grid = {k: kw.pop(k) for k in _GRID_KW if k in kw}
+    fig = Figure(figsize=figsize, **kw)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **grid)
 
 
 def _one(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
