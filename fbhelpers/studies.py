@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import datasets, synthetic
 from .manifest import require_notebook
-from .profiles import DATASETS
+from .paths import DATASETS
 from .relatedness import Comparison, Relatedness, compare, estimate, under_label_noise
 from .source import Source
 from .study import Study
